@@ -1,0 +1,451 @@
+"""TorchScript-able modules of DeepSeek-OCR, written from the spec (shared/spec/deepseek-ocr.md).
+
+Every size is a constructor argument (export.py derives them from config.json and the tensor
+shapes); nothing here knows the real model's dimensions. The decoder's MoE calls our own custom
+ops (torch.ops.ocr.*), so the library that defines them must be loaded before scripting.
+
+Numerics follow the official code: LayerNorms/softmax as the modules do them, position tables
+resized in float32 (bicubic with antialias for SAM and CLIP, linear for rel-pos), RMSNorm and the
+router in float32, expert outputs combined in float32.
+"""
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _param(shape: List[int], dtype: torch.dtype) -> nn.Parameter:
+    # Allocated on the meta device: the exporter materialises and fills each tensor once.
+    return nn.Parameter(torch.empty(shape, dtype=dtype, device="meta"), requires_grad=False)
+
+
+class Linear(nn.Module):
+    def __init__(self, n_in: int, n_out: int, bias: bool, dtype: torch.dtype):
+        super().__init__()
+        self.weight = _param([n_out, n_in], dtype)
+        self.bias = _param([n_out], dtype) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.weight = _param([dim], dtype)
+        self.bias = _param([dim], dtype)
+        self.eps = eps
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, [self.dim], self.weight, self.bias, self.eps)
+
+
+class LayerNorm2d(nn.Module):
+    """Normalises over channels at each pixel (biased variance), NCHW."""
+
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.weight = _param([dim], dtype)
+        self.bias = _param([dim], dtype)
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class Conv2d(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, bias: bool,
+                 dtype: torch.dtype):
+        super().__init__()
+        self.weight = _param([c_out, c_in, kernel, kernel], dtype)
+        self.bias = _param([c_out], dtype) if bias else None
+        self.stride = stride
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+
+# ---------------------------------------------------------------------------------------------
+# SAM ViT-B (spec 2.1)
+
+
+def resize_rel_pos(rel_pos: Tensor, size: int) -> Tensor:
+    """Rel-pos table [rows, head_dim] -> [2*size-1, head_dim]; 1-D linear, align_corners=False."""
+    n_rows = 2 * size - 1
+    if rel_pos.shape[0] == n_rows:
+        return rel_pos
+    resized = F.interpolate(rel_pos.to(torch.float32).reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1),
+                            size=[n_rows], mode="linear", align_corners=False)
+    return resized.reshape(-1, n_rows).permute(1, 0).to(rel_pos.dtype)
+
+
+def rel_pos_table(rel_pos: Tensor, size: int) -> Tensor:
+    """[size, size, head_dim] with entry (i, j) = resized[i - j + size - 1]."""
+    table = resize_rel_pos(rel_pos, size)
+    coords = torch.arange(size, device=rel_pos.device)
+    idx = coords[:, None] - coords[None, :] + (size - 1)
+    return table[idx]
+
+
+class SamAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, rel_rows: int, dtype: torch.dtype):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.qkv = Linear(dim, 3 * dim, True, dtype)
+        self.proj = Linear(dim, dim, True, dtype)
+        self.rel_pos_h = _param([rel_rows, self.head_dim], dtype)
+        self.rel_pos_w = _param([rel_rows, self.head_dim], dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n_b, h, w, _ = x.shape  # [n_b, h, w, dim]
+        qkv = self.qkv(x).reshape(n_b, h * w, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, n_b * self.n_heads, h * w, self.head_dim).unbind(0)
+        r_h = rel_pos_table(self.rel_pos_h, h)  # [h, h, hd]
+        r_w = rel_pos_table(self.rel_pos_w, w)  # [w, w, hd]
+        r_q = q.reshape(n_b * self.n_heads, h, w, self.head_dim)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, r_h)  # unscaled q, as the reference
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, r_w)
+        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(n_b, self.n_heads, h * w, h * w)
+        q = q.view(n_b, self.n_heads, h * w, self.head_dim)
+        k = k.view(n_b, self.n_heads, h * w, self.head_dim)
+        v = v.view(n_b, self.n_heads, h * w, self.head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = out.view(n_b, self.n_heads, h, w, self.head_dim).permute(0, 2, 3, 1, 4).reshape(n_b, h, w, -1)
+        return self.proj(out)
+
+
+class SamBlock(nn.Module):
+    def __init__(self, dim: int, n_heads: int, mlp_hidden: int, window: int, rel_rows: int, eps: float,
+                 dtype: torch.dtype):
+        super().__init__()
+        self.window = window  # 0: global attention
+        self.norm1 = LayerNorm(dim, eps, dtype)
+        self.attn = SamAttention(dim, n_heads, rel_rows, dtype)
+        self.norm2 = LayerNorm(dim, eps, dtype)
+        self.lin1 = Linear(dim, mlp_hidden, True, dtype)
+        self.lin2 = Linear(mlp_hidden, dim, True, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window > 0:
+            n_b, h, w, c = x.shape
+            ws = self.window
+            pad_h = (ws - h % ws) % ws
+            pad_w = (ws - w % ws) % ws
+            # Zero padding after norm1, no mask: pad tokens are real keys (spec 2.1).
+            x = F.pad(x, [0, 0, 0, pad_w, 0, pad_h])
+            hp = h + pad_h
+            wp = w + pad_w
+            x = x.view(n_b, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, c)
+            x = self.attn(x)
+            x = x.view(n_b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(n_b, hp, wp, c)
+            x = x[:, :h, :w, :].contiguous()
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.lin2(F.gelu(self.lin1(self.norm2(x))))
+
+
+class Sam(nn.Module):
+    def __init__(self, d: dict, dtype: torch.dtype):
+        super().__init__()
+        width = d["sam_width"]
+        self.patch = d["sam_patch"]
+        self.pos_grid = d["sam_pos_grid"]
+        self.patch_embed = Conv2d(3, width, self.patch, self.patch, 0, True, dtype)
+        self.pos_embed = _param([1, self.pos_grid, self.pos_grid, width], dtype)
+        blocks = []
+        for i in range(d["sam_depth"]):
+            is_global = i in d["sam_global_blocks"]
+            window = 0 if is_global else d["sam_window"]
+            rel_rows = 2 * self.pos_grid - 1 if is_global else 2 * d["sam_window"] - 1
+            blocks.append(SamBlock(width, d["sam_heads"], d["sam_mlp_hidden"], window, rel_rows,
+                                   d["sam_eps"], dtype))
+        self.blocks = nn.ModuleList(blocks)
+        nc = d["sam_neck"]
+        self.neck0 = Conv2d(width, nc, 1, 1, 0, False, dtype)
+        self.neck1 = LayerNorm2d(nc, d["sam_eps"], dtype)
+        self.neck2 = Conv2d(nc, nc, 3, 1, 1, False, dtype)
+        self.neck3 = LayerNorm2d(nc, d["sam_eps"], dtype)
+        self.net_2 = Conv2d(nc, d["sam_net2"], 3, 2, 1, False, dtype)
+        self.net_3 = Conv2d(d["sam_net2"], d["sam_net3"], 3, 2, 1, False, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x).permute(0, 2, 3, 1)  # [n, g, g, width]
+        g = x.shape[1]
+        pos = self.pos_embed
+        if g != self.pos_grid:
+            pos = F.interpolate(pos.permute(0, 3, 1, 2).to(torch.float32), size=[g, g], mode="bicubic",
+                                align_corners=False, antialias=True).to(x.dtype).permute(0, 2, 3, 1)
+        x = x + pos
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.neck3(self.neck2(self.neck1(self.neck0(x.permute(0, 3, 1, 2)))))
+        return self.net_3(self.net_2(x))  # [n, net3, S/64, S/64]
+
+
+# ---------------------------------------------------------------------------------------------
+# CLIP-L on SAM features (spec 2.2)
+
+
+class ClipLayer(nn.Module):
+    def __init__(self, width: int, n_heads: int, ffn: int, eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = width // n_heads
+        self.layer_norm1 = LayerNorm(width, eps, dtype)
+        self.qkv_proj = Linear(width, 3 * width, True, dtype)
+        self.out_proj = Linear(width, width, True, dtype)
+        self.layer_norm2 = LayerNorm(width, eps, dtype)
+        self.fc1 = Linear(width, ffn, True, dtype)
+        self.fc2 = Linear(ffn, width, True, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n_b, n_s, _ = x.shape
+        qkv = self.qkv_proj(self.layer_norm1(x)).view(n_b, n_s, 3, self.n_heads, self.head_dim)
+        q = qkv[:, :, 0].permute(0, 2, 1, 3)
+        k = qkv[:, :, 1].permute(0, 2, 1, 3)
+        v = qkv[:, :, 2].permute(0, 2, 1, 3)
+        a = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.out_proj(a.permute(0, 2, 1, 3).reshape(n_b, n_s, -1))
+        h = self.fc1(self.layer_norm2(x))
+        h = h * torch.sigmoid(1.702 * h)  # quick_gelu
+        return x + self.fc2(h)
+
+
+class Clip(nn.Module):
+    def __init__(self, d: dict, dtype: torch.dtype):
+        super().__init__()
+        width = d["clip_width"]
+        self.pos_grid = d["clip_pos_grid"]
+        self.class_embedding = _param([width], dtype)
+        self.position_embedding = _param([self.pos_grid * self.pos_grid + 1, width], dtype)
+        self.pre_layrnorm = LayerNorm(width, d["clip_eps"], dtype)
+        self.layers = nn.ModuleList([ClipLayer(width, d["clip_heads"], d["clip_ffn"], d["clip_eps"], dtype)
+                                     for _ in range(d["clip_layers"])])
+
+    def forward(self, sam_features: Tensor) -> Tensor:
+        n_b, c, g, _ = sam_features.shape
+        patches = sam_features.flatten(2).transpose(1, 2)  # SAM features are the patch embeddings
+        x = torch.cat([self.class_embedding.expand(n_b, 1, c), patches], dim=1)
+        pos = self.position_embedding
+        if g != self.pos_grid:
+            grid = pos[1:].view(1, self.pos_grid, self.pos_grid, c).permute(0, 3, 1, 2).contiguous()
+            grid = F.interpolate(grid.to(torch.float32), size=[g, g], mode="bicubic", align_corners=False,
+                                 antialias=True).to(pos.dtype)
+            pos = torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(g * g, c)], dim=0)
+        x = self.pre_layrnorm(x + pos.unsqueeze(0))
+        for layer in self.layers:
+            x = layer(x)
+        return x  # [n, g*g+1, width], no final norm
+
+
+class Encoder(nn.Module):
+    """Pixels of one view size -> visual embeddings; plus the tile/global layout of spec 2.5-2.6."""
+
+    def __init__(self, d: dict, dtype: torch.dtype):
+        super().__init__()
+        self.sam = Sam(d, dtype)
+        self.clip = Clip(d, dtype)
+        self.projector = Linear(d["clip_width"] + d["sam_net3"], d["hidden"], True, dtype)
+        self.image_newline = _param([d["hidden"]], dtype)
+        self.view_seperator = _param([d["hidden"]], dtype)
+
+    @torch.jit.export
+    def stages(self, pixels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """pixels [n, 3, S, S] float -> (sam [n, C3, g, g], clip [n, g*g+1, Cc], proj [n, g*g, H])."""
+        x = pixels.to(self.projector.weight.dtype)
+        sam = self.sam(x)
+        clip = self.clip(sam)
+        fused = torch.cat([clip[:, 1:], sam.flatten(2).permute(0, 2, 1)], dim=-1)  # [CLIP || SAM]
+        return sam, clip, self.projector(fused)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.stages(pixels)[2]
+
+    @torch.jit.export
+    def layout(self, global_proj: Tensor, tiles_proj: Tensor, tiles_w: int, tiles_h: int) -> Tensor:
+        """global_proj [1, g*g, H], tiles_proj [tiles_w*tiles_h, n*n, H] (or empty) -> [N, H]."""
+        hidden = global_proj.shape[-1]
+        g = int(round(global_proj.shape[1] ** 0.5))
+        newline = self.image_newline.to(global_proj.dtype)
+        glob = torch.cat([global_proj.view(g, g, hidden), newline.view(1, 1, hidden).expand(g, 1, hidden)], dim=1)
+        parts: List[Tensor] = []
+        if tiles_proj.numel() > 0:
+            n = int(round(tiles_proj.shape[1] ** 0.5))
+            grid = tiles_proj.view(tiles_h, tiles_w, n, n, hidden).permute(0, 2, 1, 3, 4)
+            grid = grid.reshape(tiles_h * n, tiles_w * n, hidden)
+            rows = tiles_h * n
+            parts.append(torch.cat([grid, newline.view(1, 1, hidden).expand(rows, 1, hidden)], dim=1).view(-1, hidden))
+        parts.append(glob.view(-1, hidden))
+        parts.append(self.view_seperator.to(global_proj.dtype).view(1, hidden))
+        return torch.cat(parts, dim=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSeek-MoE decoder (spec 7)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.weight = _param([dim], dtype)
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.to(torch.float32)
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)); gate and up stored stacked as one [2*inter, hidden] weight."""
+
+    def __init__(self, hidden: int, inter: int, dtype: torch.dtype):
+        super().__init__()
+        self.inter = inter
+        self.gate_up = _param([2 * inter, hidden], dtype)
+        self.down = _param([hidden, inter], dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gu = F.linear(x, self.gate_up)
+        return F.linear(F.silu(gu[..., :self.inter]) * gu[..., self.inter:], self.down)
+
+
+class MoE(nn.Module):
+    def __init__(self, hidden: int, n_experts: int, top_k: int, inter: int, shared_inter: int,
+                 renormalize: bool, scaling: float, dtype: torch.dtype):
+        super().__init__()
+        self.top_k = top_k
+        self.renormalize = renormalize
+        self.scaling = scaling
+        self.router = _param([n_experts, hidden], dtype)
+        self.w_gate_up = _param([n_experts, 2 * inter, hidden], dtype)  # [n_experts, 2*inter, hidden]
+        self.w_down = _param([n_experts, hidden, inter], dtype)         # [n_experts, hidden, inter]
+        self.has_shared = shared_inter > 0
+        self.shared = SwiGLU(hidden, max(shared_inter, 1), dtype) if shared_inter > 0 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        xf = x.reshape(-1, shape[-1])  # [n_tokens, hidden]
+        logits = F.linear(xf.to(torch.float32), self.router.to(torch.float32))
+        weights, ids = torch.ops.ocr.moe_topk_softmax(logits, self.top_k, self.renormalize)
+        if not self.renormalize and self.scaling != 1.0:
+            weights = weights * self.scaling
+        y = torch.ops.ocr.moe_experts(xf, weights, ids, self.w_gate_up, self.w_down)
+        shared = self.shared
+        if shared is not None:
+            y = y + shared(xf)
+        return y.view(shape)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, rope_theta: float, dtype: torch.dtype):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = hidden // n_heads
+        self.rope_theta = rope_theta
+        self.q_proj = Linear(hidden, hidden, False, dtype)
+        self.k_proj = Linear(hidden, hidden, False, dtype)
+        self.v_proj = Linear(hidden, hidden, False, dtype)
+        self.o_proj = Linear(hidden, hidden, False, dtype)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, kv_cache: Tensor, layer: int, slots: Tensor,
+                positions: Tensor, kv_len: int, mask: Tensor) -> Tensor:
+        n_b, n_t, hidden = x.shape
+        q = self.q_proj(x).view(n_b, n_t, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(n_b, n_t, self.n_heads, self.head_dim)
+        v = self.v_proj(x).view(n_b, n_t, self.n_heads, self.head_dim)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        # The engine owns the cache: kv_cache [n_layers, 2, n_slots, max_len, n_heads, head_dim].
+        k_cache = kv_cache[layer, 0]
+        v_cache = kv_cache[layer, 1]
+        rows = slots.view(n_b, 1).expand(n_b, n_t)
+        k_cache.index_put_((rows, positions), k.to(k_cache.dtype))
+        v_cache.index_put_((rows, positions), v.to(v_cache.dtype))
+        keys = k_cache.index_select(0, slots)[:, :kv_len].to(q.dtype).transpose(1, 2)
+        values = v_cache.index_select(0, slots)[:, :kv_len].to(q.dtype).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)
+        return self.o_proj(out.transpose(1, 2).reshape(n_b, n_t, hidden))
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d: dict, is_moe: bool, dtype: torch.dtype):
+        super().__init__()
+        hidden = d["hidden"]
+        self.input_layernorm = RMSNorm(hidden, d["rms_eps"], dtype)
+        self.self_attn = Attention(hidden, d["n_heads"], d["rope_theta"], dtype)
+        self.post_attention_layernorm = RMSNorm(hidden, d["rms_eps"], dtype)
+        if is_moe:
+            self.mlp = MoE(hidden, d["n_experts"], d["top_k"], d["moe_inter"], d["shared_inter"],
+                           d["norm_topk_prob"], d["routed_scaling"], dtype)
+        else:
+            self.mlp = SwiGLU(hidden, d["dense_inter"], dtype)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, kv_cache: Tensor, layer: int, slots: Tensor,
+                positions: Tensor, kv_len: int, mask: Tensor) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, layer, slots, positions, kv_len, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    """Token embeddings, 12 (n) decoder layers over an engine-owned KV cache, final norm, lm_head."""
+
+    def __init__(self, d: dict, dtype: torch.dtype):
+        super().__init__()
+        self.n_heads = d["n_heads"]
+        self.head_dim = d["hidden"] // d["n_heads"]
+        self.rope_theta = d["rope_theta"]
+        self.embed_tokens = _param([d["vocab"], d["hidden"]], dtype)
+        self.layers = nn.ModuleList([DecoderLayer(d, i >= d["first_dense"], dtype) for i in range(d["n_layers"])])
+        self.norm = RMSNorm(d["hidden"], d["rms_eps"], dtype)
+        self.lm_head = _param([d["vocab"], d["hidden"]], dtype)
+
+    @torch.jit.export
+    def embed(self, ids: Tensor) -> Tensor:
+        """ids [n_b, n_t] int64 -> [n_b, n_t, hidden]."""
+        return F.embedding(ids, self.embed_tokens)
+
+    def forward(self, h: Tensor, positions: Tensor, kv_cache: Tensor, slots: Tensor, kv_len: int,
+                last_idx: Tensor, return_hidden: bool) -> Tuple[Tensor, Tensor]:
+        """h [n_b, n_t, hidden] input embeddings; positions [n_b, n_t] int64 (cache rows written);
+        slots [n_b] int64 cache slots; keys 0..kv_len-1 of each slot are attended causally by
+        position; last_idx [n_b] int64 index in n_t whose logits are returned.
+        -> (logits [n_b, vocab] float32, hidden states at last_idx [n_layers+1, n_b, hidden] float32
+        when return_hidden: each layer's input, then the final norm's output; else empty)."""
+        n_b, n_t, _ = h.shape
+        inv_freq = 1.0 / (self.rope_theta ** (torch.arange(0, self.head_dim, 2, device=h.device).float()
+                                              / self.head_dim))
+        freqs = positions.to(torch.float32).unsqueeze(-1) * inv_freq  # [n_b, n_t, head_dim/2]
+        emb = torch.cat([freqs, freqs], dim=-1)
+        cos = emb.cos().to(h.dtype).unsqueeze(2)  # [n_b, n_t, 1, head_dim]
+        sin = emb.sin().to(h.dtype).unsqueeze(2)
+        key_pos = torch.arange(kv_len, device=h.device)
+        mask = (key_pos.view(1, 1, 1, kv_len) <= positions.view(n_b, 1, n_t, 1))  # [n_b, 1, n_t, kv_len]
+        gather = last_idx.view(n_b, 1, 1).expand(n_b, 1, h.shape[2])
+        hidden_states: List[Tensor] = []
+        for i, layer in enumerate(self.layers):
+            if return_hidden:
+                hidden_states.append(h.gather(1, gather).squeeze(1).to(torch.float32))
+            h = layer(h, cos, sin, kv_cache, i, slots, positions, kv_len, mask)
+        last = self.norm(h.gather(1, gather).squeeze(1))  # [n_b, hidden]
+        if return_hidden:
+            hidden_states.append(last.to(torch.float32))
+        logits = F.linear(last, self.lm_head).to(torch.float32)
+        if return_hidden:
+            return logits, torch.stack(hidden_states, 0)
+        return logits, torch.empty([0], device=h.device)

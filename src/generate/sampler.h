@@ -1,0 +1,15 @@
+// Choosing the next token from a row of logits.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace ocr {
+
+// Sets the logits of `banned` ids to -infinity.
+void apply_bans(float* logits, int64_t vocab, const std::vector<int32_t>& banned);
+
+// Index of the largest logit; the lowest id wins a tie (as torch.argmax / HF greedy).
+int32_t argmax(const float* logits, int64_t vocab);
+
+}  // namespace ocr
