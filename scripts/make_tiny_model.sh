@@ -4,7 +4,7 @@
 set -euo pipefail
 out=$1
 ops=$2
-root=$(cd "$(dirname "$0")/../.." && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
 py=${OCR_PYTHON:-python3}
 tok="$out/tokenizer"
 if [ ! -f "$tok/tokenizer.json" ]; then
