@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "engine/bench.h"
 #include "engine/parity.h"
 #include "engine/prompt.h"
 #include "ocr/engine.h"
@@ -196,6 +197,16 @@ int main(int argc, char** argv) {
   par->add_option("--tolerance-scale", parity.tolerance_scale,
                   "Multiply every tolerance (only for reduced-precision runs; reported)")->capture_default_str();
 
+  ocr::BenchOptions bench;
+  auto* ben = app.add_subcommand("bench", "Speed figures as JSON, each beside its measured ceiling");
+  ben->add_option("--model", bench.model_dir, "Exported model folder")->required();
+  ben->add_option("--device", bench.device, "cuda, cuda:N or cpu")->capture_default_str();
+  ben->add_option("--decode-tokens", bench.decode_tokens, "Batch-1 decode steps")->capture_default_str();
+  ben->add_option("--pages", bench.pages, "Concurrent pages for throughput")->capture_default_str();
+  ben->add_option("--tokens-per-page", bench.tokens_per_page, "Generated tokens per page")->capture_default_str();
+  ben->add_option("--encoder-pages", bench.encoder_pages, "Pages per mode for the encoder figure")->capture_default_str();
+  ben->add_flag("--skip-throughput", bench.skip_throughput, "Skip the many-pages throughput run");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -206,6 +217,7 @@ int main(int argc, char** argv) {
     if (tok->parsed()) return ocr::cli::run_tokenize(tokenizer_path(model_dir), std::cin, std::cout);
     if (detok->parsed())
       return ocr::cli::run_detokenize(tokenizer_path(model_dir), skip_special, std::cin, std::cout);
+    if (ben->parsed()) return ocr::run_bench(bench, std::cout);
     if (par->parsed()) return ocr::run_parity(parity, std::cout) == 0 ? ocr::kExitOk : ocr::kExitFatal;
     if (a.inputs.empty()) {
       std::cerr << app.help() << "\nocr-cli: error: no input given\n";

@@ -1,0 +1,219 @@
+#include "engine/bench.h"
+
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "engine/prompt.h"
+#include "model/decoder_runner.h"
+#include "model/model.h"
+#include "ocr/preprocess.h"
+
+#if __has_include(<c10/cuda/CUDACachingAllocator.h>) && __has_include(<cuda_runtime_api.h>)
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
+#define OCR_BENCH_CUDA 1
+#endif
+
+namespace ocr {
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+struct Timer {
+  torch::Device device;
+  void sync() const {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
+  }
+  template <class F>
+  double seconds(F&& f) const {  // wall time of f(), device synchronised before and after
+    sync();
+    const auto t0 = Clock::now();
+    f();
+    sync();
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+};
+
+// A synthetic document page: text-like strokes on white.
+ImageU8 synthetic_page(int w, int h) {
+  ImageU8 img(w, h, 250);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      if ((y / 18) % 2 == 1 && (x / 9) % 6 != 0 && ((x * 7 + y * 3) % 11) < 7)
+        for (int c = 0; c < 3; ++c) img.px(x, y)[c] = 30;
+  return img;
+}
+
+// Matmul FLOPs of one view of side S through SAM + CLIP + projector (estimate from the dims).
+double encoder_view_flops(const json& d, int side) {
+  const double n = (side / 16.0) * (side / 16.0), w = d["sam_width"], c = d["clip_width"];
+  double f = 2 * n * 3 * 256 * w;  // patch embedding
+  const int depth = d["sam_depth"];
+  const double window = d["sam_window"];
+  const int n_global = static_cast<int>(d["sam_global_blocks"].size());
+  const double g = side / 16.0, padded = std::ceil(g / window) * window;
+  f += depth * 24 * n * w * w;  // qkv, proj, MLP (ratio 4)
+  f += n_global * 4 * n * n * w + (depth - n_global) * 4 * (padded * padded) * window * window * w;
+  const double neck = d["sam_neck"], c2 = d["sam_net2"], c3 = d["sam_net3"];
+  f += 2 * n * w * neck + 2 * n * neck * neck * 9 + 2 * (n / 4) * neck * c2 * 9 + 2 * (n / 16) * c2 * c3 * 9;
+  const double m = n / 16 + 1;
+  const int layers = d["clip_layers"];
+  const double ffn = d["clip_ffn"];
+  f += layers * (8 * m * c * c + 4 * m * c * ffn + 4 * m * m * c);
+  f += 2 * (n / 16) * (c + c3) * static_cast<double>(d["hidden"]);
+  return f;
+}
+
+}  // namespace
+
+int run_bench(const BenchOptions& opt, std::ostream& out) {
+  torch::NoGradGuard no_grad;
+  auto model = load_model(opt.model_dir, opt.device, false);
+  const Manifest& man = model->manifest;
+  const Timer timer{model->device};
+  std::ifstream mf(opt.model_dir + "/manifest.json");
+  const json dims = json::parse(mf).at("dims");
+  json j = {{"device", opt.device}, {"dtype", man.dtype}};
+  const auto bf16 = torch::TensorOptions().dtype(torch::kBFloat16).device(model->device);
+  const auto lopt = torch::TensorOptions().dtype(torch::kLong).device(model->device);
+
+  // Ceilings measured now: device-to-device copy bandwidth and large bf16 matmul throughput.
+  double hbm_bps = 0, bf16_flops = 0;
+  {
+    const int64_t n = model->device.is_cuda() ? (int64_t{1} << 29) : (int64_t{1} << 25);  // 1 GiB / 64 MiB
+    auto a = torch::empty({n}, bf16), b = torch::empty({n}, bf16);
+    b.copy_(a);
+    const int reps = 10;
+    const double t = timer.seconds([&] { for (int i = 0; i < reps; ++i) b.copy_(a); });
+    hbm_bps = 2.0 * n * 2 * reps / t;  // read + write
+    const int64_t k = model->device.is_cuda() ? 8192 : 1024;
+    auto x = torch::randn({k, k}, bf16), y = torch::randn({k, k}, bf16);
+    torch::matmul(x, y);
+    const double tm = timer.seconds([&] { for (int i = 0; i < 5; ++i) torch::matmul(x, y); });
+    bf16_flops = 2.0 * k * k * k * 5 / tm;
+    j["ceilings"] = {{"memory_copy_bytes_per_s", hbm_bps}, {"bf16_matmul_flop_per_s", bf16_flops}};
+  }
+
+  // Encoder: pages/s per mode on a letter page rendered at 144 dpi (1224 x 1584).
+  const ImageU8 page = synthetic_page(1224, 1584);
+  json enc = json::object();
+  for (const ModeSpec& mode : man.modes) {
+    const Views views = make_views(page, mode, TilingOptions{man.min_tiles, man.max_tiles, 640});
+    encode_page(*model, views);  // warm-up (and resize tables)
+    const double t = timer.seconds([&] { for (int i = 0; i < opt.encoder_pages; ++i) encode_page(*model, views); });
+    double flops = encoder_view_flops(dims, views.global.width) +
+                   views.tiles.size() * (views.has_tiles() ? encoder_view_flops(dims, views.tiles[0].width) : 0);
+    const double pps = opt.encoder_pages / t;
+    enc[mode.name] = {{"pages_per_s", pps}, {"ms_per_page", 1e3 / pps}, {"views", 1 + views.tiles.size()},
+                      {"est_flop_per_page", flops}, {"fraction_of_bf16_ceiling", flops * pps / bf16_flops}};
+  }
+  j["encoder"] = enc;
+
+  // Decoder shapes: a gundam letter page prompt (903 image tokens + text), random visual rows.
+  const int64_t hidden = man.hidden, n_layers = man.n_layers;
+  const int64_t prompt_len = 913;
+  const double h = hidden, vocab = man.vocab, top_k = dims["top_k"], moe_inter = dims["moe_inter"],
+               shared_inter = dims["shared_inter"], dense_inter = dims["dense_inter"],
+               n_experts = dims["n_experts"];
+  const double first_dense = dims["first_dense"];
+  const double moe_layers = n_layers - first_dense;
+  // Active weights per token (elements), excluding the embedding lookup.
+  const double active = n_layers * 4 * h * h + first_dense * 3 * h * dense_inter +
+                        moe_layers * (top_k * 3 * h * moe_inter + 3 * h * shared_inter + n_experts * h);
+  const double weight_bytes_per_step = (active + vocab * h) * 2;  // bf16, lm_head included
+
+  auto prompt_embeds = [&](int64_t n_b) { return torch::randn({n_b, prompt_len, hidden}, bf16).mul_(0.02).to(model->dtype); };
+
+  // Prefill tokens/s (batch 1 and 4).
+  json pre = json::object();
+  for (int64_t n_b : {int64_t{1}, int64_t{4}}) {
+    auto cache = make_kv_cache(*model, n_b, prompt_len + 1);
+    auto x = prompt_embeds(n_b);
+    auto pos = torch::arange(prompt_len, lopt).unsqueeze(0).expand({n_b, prompt_len}).contiguous();
+    auto slots = torch::arange(n_b, lopt);
+    auto last = torch::full({n_b}, prompt_len - 1, lopt);
+    decoder_forward(*model, x, pos, cache, slots, prompt_len, last);
+    const int reps = 3;
+    const double t = timer.seconds([&] {
+      for (int i = 0; i < reps; ++i) decoder_forward(*model, x, pos, cache, slots, prompt_len, last);
+    });
+    const double tokens = static_cast<double>(n_b * prompt_len * reps);
+    const double flops = tokens * (2 * active + n_layers * 2 * h * prompt_len);  // + causal attention
+    pre["batch_" + std::to_string(n_b)] = {{"tokens_per_s", tokens / t}, {"fraction_of_bf16_ceiling", flops / t / bf16_flops}};
+  }
+  j["prefill"] = pre;
+
+  // Batch-1 decode: ms per token, EOS ignored, with the engine's host loop (argmax on the host).
+  {
+    const int steps = opt.decode_tokens;
+    auto cache = make_kv_cache(*model, 1, prompt_len + steps + 1);
+    auto slot = torch::zeros({1}, lopt);
+    auto logits = decoder_forward(*model, prompt_embeds(1), torch::arange(prompt_len, lopt).unsqueeze(0), cache, slot,
+                                  prompt_len, torch::full({1}, prompt_len - 1, lopt)).logits;
+    auto step = [&](int64_t pos) {
+      const int64_t tok = logits.to(torch::kCPU).argmax(-1).item<int64_t>();
+      auto e = embed_ids(*model, torch::full({1, 1}, tok, lopt));
+      logits = decoder_forward(*model, e, torch::full({1, 1}, pos, lopt), cache, slot, pos + 1,
+                               torch::zeros({1}, lopt)).logits;
+    };
+    for (int i = 0; i < 3; ++i) step(prompt_len + i);  // warm-up
+    const double t = timer.seconds([&] { for (int i = 3; i < steps; ++i) step(prompt_len + i); });
+    const double ms = 1e3 * t / (steps - 3);
+    const double kv_bytes = 2.0 * n_layers * (prompt_len + steps / 2) * h * 2;
+    const double ceiling_ms = 1e3 * (weight_bytes_per_step + kv_bytes) / hbm_bps;
+    j["decode_batch1"] = {{"ms_per_token", ms}, {"tokens_per_s", 1e3 / ms}, {"bytes_per_step", weight_bytes_per_step + kv_bytes},
+                          {"ceiling_ms_per_token", ceiling_ms}, {"fraction_of_hbm_ceiling", ceiling_ms / ms}};
+  }
+
+  // Throughput: `pages` concurrent pages, tokens_per_page generated each, prefilled in groups of 8.
+  if (!opt.skip_throughput) {
+    const int64_t n_pages = opt.pages, gen = opt.tokens_per_page;
+    auto cache = make_kv_cache(*model, n_pages, prompt_len + gen + 1);
+    torch::Tensor next = torch::empty({n_pages, 1}, lopt);
+    double t_prefill = 0;
+    for (int64_t s = 0; s < n_pages; s += 8) {
+      const int64_t n_b = std::min<int64_t>(8, n_pages - s);
+      auto x = prompt_embeds(n_b);
+      auto pos = torch::arange(prompt_len, lopt).unsqueeze(0).expand({n_b, prompt_len}).contiguous();
+      t_prefill += timer.seconds([&] {
+        auto l = decoder_forward(*model, x, pos, cache, torch::arange(s, s + n_b, lopt), prompt_len,
+                                 torch::full({n_b}, prompt_len - 1, lopt)).logits;
+        next.narrow(0, s, n_b).copy_(l.argmax(-1, true));
+      });
+    }
+    auto slots = torch::arange(n_pages, lopt);
+    auto zeros = torch::zeros({n_pages}, lopt);
+    const double t_decode = timer.seconds([&] {
+      for (int64_t i = 0; i < gen - 1; ++i) {
+        const int64_t pos = prompt_len + i;
+        auto l = decoder_forward(*model, embed_ids(*model, next), torch::full({n_pages, 1}, pos, lopt), cache, slots,
+                                 pos + 1, zeros).logits;
+        next = l.argmax(-1, true);  // stays on the device: no host sync per step
+      }
+    });
+    const double enc_s_per_page = 1.0 / enc["gundam"]["pages_per_s"].get<double>();
+    const double total = t_prefill + t_decode + n_pages * enc_s_per_page;
+    j["throughput"] = {{"pages", n_pages}, {"tokens_per_page", gen}, {"prompt_tokens", prompt_len},
+                       {"prefill_s", t_prefill}, {"decode_s", t_decode}, {"encoder_s", n_pages * enc_s_per_page},
+                       {"output_tokens_per_s", n_pages * gen / total}, {"pages_per_s", n_pages / total},
+                       {"decode_only_tokens_per_s", n_pages * (gen - 1) / t_decode}};
+  }
+#ifdef OCR_BENCH_CUDA
+  if (model->device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(model->device.index() < 0 ? 0 : model->device.index());
+    j["peak_gpu_memory_bytes"] = stats.allocated_bytes[0].peak;
+  }
+#endif
+  out << j.dump(1) << "\n";
+  return 0;
+}
+
+}  // namespace ocr
