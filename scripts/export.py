@@ -13,6 +13,7 @@ import hashlib
 import json
 import mmap
 import os
+import resource
 import shutil
 import struct
 import sys
@@ -125,6 +126,8 @@ class SafetensorsReader:
         return list(self.index[name][1]["shape"])
 
     def tensor(self, name) -> torch.Tensor:
+        """A private copy of one tensor; the mapped pages are released right away, so the peak
+        memory of an export stays near the size of the modules being built."""
         shard, e = self.index[name]
         mm, data_start = self.files[shard]
         begin, end = e["data_offsets"]
@@ -132,7 +135,14 @@ class SafetensorsReader:
         if end == begin:
             return torch.empty(e["shape"], dtype=dtype)
         buf = memoryview(mm)[data_start + begin:data_start + end]
-        return torch.frombuffer(buf, dtype=dtype).view(e["shape"])
+        t = torch.frombuffer(buf, dtype=dtype).view(e["shape"]).clone()
+        del buf
+        page = mmap.PAGESIZE
+        lo = (data_start + begin) // page * page
+        hi = min(len(mm), -(-(data_start + end) // page) * page)
+        if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        return t
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,7 +585,9 @@ def main(argv=None):
     except ExportError as e:
         print(f"export.py: error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"out_dir": str(args.out_dir), "dtype": manifest["dtype"], "files": manifest["files"]}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"out_dir": str(args.out_dir), "dtype": manifest["dtype"], "files": manifest["files"],
+                      "peak_rss_bytes": peak}))
     return 0
 
 
