@@ -40,8 +40,9 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.
   log "installing torch 2.11 from PyPI"
   "$PY" -m pip install -q "torch==2.11.*"
 fi
-"$PY" -c 'import numpy, PIL, tokenizers, safetensors' 2>/dev/null ||
-  "$PY" -m pip install -q numpy pillow tokenizers safetensors
+# Pillow 12.2-12.x is the oracle of the resampling tests (its pass order; see src/preprocess).
+"$PY" -c "import numpy, tokenizers, safetensors, PIL, sys; v = tuple(map(int, PIL.__version__.split('.')[:2])); sys.exit(not (12, 2) <= v < (13, 0))" 2>/dev/null ||
+  "$PY" -m pip install -q numpy "pillow>=12.2,<13" tokenizers safetensors
 
 TORCH_PREFIX=$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')
 log "configuring $BUILD (libtorch from $TORCH_PREFIX)"
