@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU benchmark run (see README "Speed"): builds with CUDA, makes a full-size random-weight
-# checkpoint in the official format, exports it in bf16, checks parity on CUDA, runs `ocr-cli bench`.
+# GPU benchmark run (README "Speed"): builds with CUDA, checks parity on CUDA (fp32 and bf16 exports
+# of the fixture), makes a full-size random-weight checkpoint in the official format, exports it in
+# bf16 and runs `ocr-cli bench` on it.
 #   scripts/bench.sh OUT_DIR [FIXTURE_DIR]
-# Writes OUT_DIR/bench.json (+ logs). Needs: nvcc, torch 2.11 with CUDA, OpenCV for C++ (on the
-# lent GPU machine: `source .device/setup.sh` first).
+# Writes OUT_DIR/bench.json, parity_cuda_{fp32,bf16}.txt and logs.txt. Needs nvcc, torch 2.11 with
+# CUDA and OpenCV for C++ (on the lent GPU machine: `source .device/setup.sh` first).
 set -euo pipefail
 out=${1:?usage: scripts/bench.sh OUT_DIR [FIXTURE_DIR]}
 fixture=${2:-}
@@ -12,21 +13,27 @@ mkdir -p "$out"
 py=${OCR_PYTHON:-python3}
 build=${OCR_BUILD_DIR:-$root/build-cuda}
 work=${OCR_BENCH_WORK:-/tmp/ocr-bench}
+logs="$out/logs.txt"
 mkdir -p "$work"
 t0=$(date +%s)
-stamp() { echo "[bench.sh +$(( $(date +%s) - t0 ))s] $*" >&2; }
+stamp() { echo "[bench.sh +$(( $(date +%s) - t0 ))s] $*" | tee -a "$logs" >&2; }
 
 stamp "configure + build (CUDA)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DOCR_WITH_CUDA=ON -DOCR_WITH_PDF=OFF \
   -DOCR_BUILD_TESTS=OFF -DCMAKE_PREFIX_PATH="$($py -c 'import torch;print(torch.utils.cmake_prefix_path)');${CMAKE_PREFIX_PATH:-}" \
-  -DPython3_EXECUTABLE="$(command -v $py)" > "$out/cmake.log" 2>&1
-cmake --build "$build" -j "$(nproc)" > "$out/build.log" 2>&1
+  -DPython3_EXECUTABLE="$(command -v $py)" >> "$logs" 2>&1
+cmake --build "$build" -j "$(nproc)" >> "$logs" 2>&1
 ops="$build/libocr_ops.so"
 
 if [ -n "$fixture" ]; then
-  stamp "parity on CUDA (fp32 export of the fixture)"
-  OCR_PYTHON=$py "$build/ocr-cli" parity "$fixture" --device cuda --json "$out/parity_cuda_fp32.json" > "$out/parity_cuda_fp32.txt" 2>&1 || true
-  tail -1 "$out/parity_cuda_fp32.txt" >&2
+  stamp "parity on CUDA, fp32 export of the fixture"
+  OCR_PYTHON=$py "$build/ocr-cli" parity "$fixture" --device cuda > "$out/parity_cuda_fp32.txt" 2>&1 || true
+  tail -1 "$out/parity_cuda_fp32.txt" | tee -a "$logs" >&2
+  stamp "parity on CUDA, bf16 export (every tolerance x${OCR_BF16_TOLERANCE_SCALE:-100})"
+  $py "$root/scripts/export.py" "$fixture" "$work/fixture-bf16" --dtype bf16 --ops-lib "$ops" >> "$logs" 2>&1
+  "$build/ocr-cli" parity "$fixture" --model "$work/fixture-bf16" --device cuda \
+    --tolerance-scale "${OCR_BF16_TOLERANCE_SCALE:-100}" > "$out/parity_cuda_bf16.txt" 2>&1 || true
+  tail -1 "$out/parity_cuda_bf16.txt" | tee -a "$logs" >&2
 fi
 
 stamp "tokenizer + full-size random checkpoint"
@@ -34,10 +41,11 @@ tok="$work/tokenizer"
 mkdir -p "$tok"
 cp "$root"/models/tokenizer/*.json "$tok"/
 xz -dc "$root/models/tokenizer/tokenizer.json.xz" > "$tok/tokenizer.json"
-[ -f "$work/full-hf/model.safetensors" ] || $py "$root/scripts/make_checkpoint.py" "$work/full-hf" --full --tokenizer-dir "$tok" > "$out/make_checkpoint.log" 2>&1
-stamp "export bf16"
-[ -f "$work/full/manifest.json" ] || /usr/bin/time -v $py "$root/scripts/export.py" "$work/full-hf" "$work/full" --dtype bf16 --ops-lib "$ops" > "$out/export.log" 2>&1
-grep -E "Maximum resident" "$out/export.log" >&2 || true
+[ -f "$work/full-hf/model.safetensors" ] ||
+  $py "$root/scripts/make_checkpoint.py" "$work/full-hf" --full --tokenizer-dir "$tok" >> "$logs" 2>&1
+stamp "export bf16 (peak RSS in the JSON line below)"
+[ -f "$work/full/manifest.json" ] ||
+  $py "$root/scripts/export.py" "$work/full-hf" "$work/full" --dtype bf16 --ops-lib "$ops" 2>>"$logs" | tee -a "$logs" >&2
 stamp "bench"
-"$build/ocr-cli" bench --model "$work/full" --device cuda ${OCR_BENCH_ARGS:-} > "$out/bench.json" 2> "$out/bench.stderr"
+"$build/ocr-cli" bench --model "$work/full" --device cuda ${OCR_BENCH_ARGS:-} > "$out/bench.json" 2>> "$logs"
 stamp "done"
