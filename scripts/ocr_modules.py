@@ -372,8 +372,14 @@ class Attention(nn.Module):
         rows = slots.view(n_b, 1).expand(n_b, n_t)
         k_cache.index_put_((rows, positions), k.to(k_cache.dtype))
         v_cache.index_put_((rows, positions), v.to(v_cache.dtype))
-        keys = k_cache.index_select(0, slots)[:, :kv_len].to(q.dtype).transpose(1, 2)
-        values = v_cache.index_select(0, slots)[:, :kv_len].to(q.dtype).transpose(1, 2)
+        if n_b == k_cache.shape[0]:
+            # Slots are unique and ascending (engine contract), so all of them means 0..n-1:
+            # attend the cache in place instead of gathering a copy.
+            keys = k_cache[:, :kv_len].to(q.dtype).transpose(1, 2)
+            values = v_cache[:, :kv_len].to(q.dtype).transpose(1, 2)
+        else:
+            keys = k_cache.index_select(0, slots)[:, :kv_len].to(q.dtype).transpose(1, 2)
+            values = v_cache.index_select(0, slots)[:, :kv_len].to(q.dtype).transpose(1, 2)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(n_b, n_t, hidden))
 
@@ -423,7 +429,7 @@ class Decoder(nn.Module):
     def forward(self, h: Tensor, positions: Tensor, kv_cache: Tensor, slots: Tensor, kv_len: int,
                 last_idx: Tensor, return_hidden: bool) -> Tuple[Tensor, Tensor]:
         """h [n_b, n_t, hidden] input embeddings; positions [n_b, n_t] int64 (cache rows written);
-        slots [n_b] int64 cache slots; keys 0..kv_len-1 of each slot are attended causally by
+        slots [n_b] int64 cache slots, unique and ascending; keys 0..kv_len-1 of each slot are attended causally by
         position; last_idx [n_b] int64 index in n_t whose logits are returned.
         -> (logits [n_b, vocab] float32, hidden states at last_idx [n_layers+1, n_b, hidden] float32
         when return_hidden: each layer's input, then the final norm's output; else empty)."""

@@ -12,6 +12,8 @@
 #include <ostream>
 #include <regex>
 #include <sstream>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/prompt.h"
@@ -42,6 +44,11 @@ torch::Tensor read_tensor(const SafetensorsFile& f, const std::string& name) {
   else throw ModelError(f.path() + ": tensor " + name + " has unsupported dtype " + e.dtype);
   return torch::from_blob(const_cast<uint8_t*>(f.bytes(name)), e.shape, t).clone();
 }
+
+// Recursive delete with POSIX calls: libtorch.so exports its own, crashing copy of
+// std::filesystem::remove_all, which can win symbol resolution in a process that loads it.
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+void remove_tree(const std::string& path) { ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 std::string quote(const std::string& s) {
   std::string q = "'";
@@ -151,8 +158,7 @@ int run_parity(const ParityOptions& opt, std::ostream& out) {
   struct Cleanup {
     fs::path p;
     ~Cleanup() {
-      std::error_code ec;
-      if (!p.empty()) fs::remove_all(p, ec);
+      if (!p.empty()) remove_tree(p.string());
     }
   } cleanup{tmp};
   auto model = load_model(model_dir, opt.device, true);

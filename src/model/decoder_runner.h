@@ -25,7 +25,8 @@ struct DecoderOutput {
   torch::Tensor hidden;  // [n_layers + 1, n_b, hidden] float32 when requested, else empty
 };
 
-// One decoder call: h [n_b, n_t, hidden]; positions [n_b, n_t]; slots [n_b]; kv_len keys per slot;
+// One decoder call: h [n_b, n_t, hidden]; positions [n_b, n_t]; slots [n_b] (unique, ascending);
+// kv_len keys per slot;
 // last_idx [n_b] index in n_t of the row whose logits are returned.
 DecoderOutput decoder_forward(LoadedModel& model, const torch::Tensor& h, const torch::Tensor& positions,
                               torch::Tensor& kv_cache, const torch::Tensor& slots, int64_t kv_len,

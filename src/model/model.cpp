@@ -1,6 +1,8 @@
 #include "model/model.h"
 
 #include <c10/util/BFloat16.h>
+#include <ATen/Context.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/cuda.h>
 
 #include <filesystem>
@@ -37,6 +39,14 @@ std::unique_ptr<LoadedModel> load_model(const std::string& dir, const std::strin
   if (model->device.is_cuda() && !torch::cuda::is_available())
     throw ModelError("device " + device + " requested but no CUDA device is available");
   model->dtype = model->manifest.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat;
+  // Shapes change every decoding step (the attended length grows): the profiling executor would
+  // re-specialise and re-fuse the graphs again and again. Run them as plain interpreted graphs.
+  torch::jit::setGraphExecutorOptimize(false);
+  if (model->dtype == torch::kFloat) {
+    // A float32 model computes in float32: no TF32 in cuBLAS or cuDNN (parity depends on it).
+    at::globalContext().setAllowTF32CuBLAS(false);
+    at::globalContext().setAllowTF32CuDNN(false);
+  }
   for (const char* name : {"encoder.pt", "decoder.pt"}) {
     const fs::path p = fs::path(dir) / name;
     if (!fs::exists(p)) throw ModelError(dir + ": " + name + " is missing; re-run scripts/export.py");
