@@ -11,6 +11,7 @@
 
 #include "engine/prompt.h"
 #include "model/decoder_runner.h"
+#include "model/graph_decoder.h"
 #include "model/model.h"
 #include "ocr/preprocess.h"
 
@@ -19,6 +20,8 @@
 #include <cuda_runtime_api.h>
 #define OCR_BENCH_CUDA 1
 #endif
+
+extern "C" void ocr_ops_use_reference_kernels(int enable);
 
 namespace ocr {
 
@@ -151,26 +154,43 @@ int run_bench(const BenchOptions& opt, std::ostream& out) {
   }
   j["prefill"] = pre;
 
-  // Batch-1 decode: ms per token, EOS ignored, with the engine's host loop (argmax on the host).
-  {
+  // Batch-1 decode: ms per token, EOS ignored; the next token is chosen on the device and read
+  // back each step (as a decoding loop must, for the stop test).
+  auto decode_batch1 = [&](const std::string& how) {
     const int steps = opt.decode_tokens;
     auto cache = make_kv_cache(*model, 1, prompt_len + steps + 1);
     auto slot = torch::zeros({1}, lopt);
     auto logits = decoder_forward(*model, prompt_embeds(1), torch::arange(prompt_len, lopt).unsqueeze(0), cache, slot,
                                   prompt_len, torch::full({1}, prompt_len - 1, lopt)).logits;
+    std::unique_ptr<GraphDecodeStep> graph;
+    if (how == "cuda_graph") graph = std::make_unique<GraphDecodeStep>(*model, cache);
     auto step = [&](int64_t pos) {
-      const int64_t tok = logits.to(torch::kCPU).argmax(-1).item<int64_t>();
-      auto e = embed_ids(*model, torch::full({1, 1}, tok, lopt));
-      logits = decoder_forward(*model, e, torch::full({1, 1}, pos, lopt), cache, slot, pos + 1,
-                               torch::zeros({1}, lopt)).logits;
+      const int64_t tok = logits.argmax(-1).item<int64_t>();
+      auto ids = torch::full({1, 1}, tok, lopt);
+      auto p = torch::full({1, 1}, pos, lopt);
+      if (graph) {
+        logits = graph->run(ids, p);
+      } else {
+        logits = decoder_forward(*model, embed_ids(*model, ids), p, cache, slot, pos + 1, torch::zeros({1}, lopt)).logits;
+      }
     };
-    for (int i = 0; i < 3; ++i) step(prompt_len + i);  // warm-up
+    for (int i = 0; i < 3; ++i) step(prompt_len + i);  // warm-up (and capture)
     const double t = timer.seconds([&] { for (int i = 3; i < steps; ++i) step(prompt_len + i); });
     const double ms = 1e3 * t / (steps - 3);
     const double kv_bytes = 2.0 * n_layers * (prompt_len + steps / 2) * h * 2;
     const double ceiling_ms = 1e3 * (weight_bytes_per_step + kv_bytes) / hbm_bps;
-    j["decode_batch1"] = {{"ms_per_token", ms}, {"tokens_per_s", 1e3 / ms}, {"bytes_per_step", weight_bytes_per_step + kv_bytes},
-                          {"ceiling_ms_per_token", ceiling_ms}, {"fraction_of_hbm_ceiling", ceiling_ms / ms}};
+    return json{{"ms_per_token", ms}, {"tokens_per_s", 1e3 / ms}, {"bytes_per_step", weight_bytes_per_step + kv_bytes},
+                {"ceiling_ms_per_token", ceiling_ms}, {"fraction_of_hbm_ceiling", ceiling_ms / ms}};
+  };
+  j["decode_batch1"] = decode_batch1("eager");
+  if (cuda_graphs_supported(*model)) {
+    j["decode_batch1_cuda_graph"] = decode_batch1("cuda_graph");
+    // The baseline: same graph, plain-ATen MoE (no fused kernels, host syncs), no CUDA graph.
+    ocr_ops_use_reference_kernels(1);
+    j["baseline_eager_reference_moe_batch1"] = decode_batch1("eager");
+    ocr_ops_use_reference_kernels(0);
+    j["speedup_vs_baseline_batch1"] = j["baseline_eager_reference_moe_batch1"]["ms_per_token"].get<double>() /
+                                      j["decode_batch1_cuda_graph"]["ms_per_token"].get<double>();
   }
 
   // Throughput: `pages` concurrent pages, tokens_per_page generated each, prefilled in groups of 8.
@@ -191,11 +211,14 @@ int run_bench(const BenchOptions& opt, std::ostream& out) {
     }
     auto slots = torch::arange(n_pages, lopt);
     auto zeros = torch::zeros({n_pages}, lopt);
+    std::unique_ptr<GraphDecodeStep> graph;
+    if (cuda_graphs_supported(*model)) graph = std::make_unique<GraphDecodeStep>(*model, cache);
     const double t_decode = timer.seconds([&] {
       for (int64_t i = 0; i < gen - 1; ++i) {
         const int64_t pos = prompt_len + i;
-        auto l = decoder_forward(*model, embed_ids(*model, next), torch::full({n_pages, 1}, pos, lopt), cache, slots,
-                                 pos + 1, zeros).logits;
+        auto p = torch::full({n_pages, 1}, pos, lopt);
+        auto l = graph ? graph->run(next, p)
+                       : decoder_forward(*model, embed_ids(*model, next), p, cache, slots, pos + 1, zeros).logits;
         next = l.argmax(-1, true);  // stays on the device: no host sync per step
       }
     });
@@ -204,7 +227,8 @@ int run_bench(const BenchOptions& opt, std::ostream& out) {
     j["throughput"] = {{"pages", n_pages}, {"tokens_per_page", gen}, {"prompt_tokens", prompt_len},
                        {"prefill_s", t_prefill}, {"decode_s", t_decode}, {"encoder_s", n_pages * enc_s_per_page},
                        {"output_tokens_per_s", n_pages * gen / total}, {"pages_per_s", n_pages / total},
-                       {"decode_only_tokens_per_s", n_pages * (gen - 1) / t_decode}};
+                       {"decode_only_tokens_per_s", n_pages * (gen - 1) / t_decode},
+                       {"cuda_graph", graph != nullptr}};
   }
 #ifdef OCR_BENCH_CUDA
   if (model->device.is_cuda()) {

@@ -28,6 +28,18 @@ TORCH_LIBRARY(ocr, m) {
 
 #include <dlfcn.h>
 
+#include <atomic>
+
+#include "kernels/reference.h"
+
+namespace {
+std::atomic<bool> g_reference_kernels{false};
+}
+
+bool ocr::kernels::use_reference_kernels() { return g_reference_kernels.load(std::memory_order_relaxed); }
+
+extern "C" void ocr_ops_use_reference_kernels(int enable) { g_reference_kernels.store(enable != 0); }
+
 // Where this library was loaded from, so that tools can hand the same file to scripts/export.py.
 // Calling it from the engine also keeps the library linked, so its registrations run at start-up.
 extern "C" const char* ocr_ops_library_path() {

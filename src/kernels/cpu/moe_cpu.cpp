@@ -1,10 +1,13 @@
-// CPU reference implementations of the MoE ops (the CUDA kernels are checked against these).
+// Reference implementations of the MoE ops with plain ATen calls. They are the CPU kernels, the
+// oracle of the CUDA sweep, and (with host syncs) the "no fused kernels" baseline on CUDA.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <numeric>
 #include <vector>
+
+#include "kernels/reference.h"
 
 namespace ocr::kernels {
 namespace {
@@ -20,10 +23,10 @@ void check_router(const at::Tensor& router_logits, int64_t top_k) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> moe_topk_softmax_cpu(const at::Tensor& router_logits,
+std::tuple<at::Tensor, at::Tensor> moe_topk_softmax_reference(const at::Tensor& router_logits,
                                                         int64_t top_k, bool renormalize) {
   check_router(router_logits, top_k);
-  const auto logits = router_logits.contiguous();
+  const auto logits = router_logits.to(at::kCPU).contiguous();
   const int64_t n_tokens = logits.size(0);
   const int64_t n_experts = logits.size(1);
   auto scores = logits.softmax(-1, at::kFloat);  // same op as the reference: fp32 softmax
@@ -46,10 +49,10 @@ std::tuple<at::Tensor, at::Tensor> moe_topk_softmax_cpu(const at::Tensor& router
       w[t * top_k + k] = renormalize ? row[order[k]] / sum : row[order[k]];
     }
   }
-  return {weights, ids};
+  return {weights.to(router_logits.device()), ids.to(router_logits.device())};
 }
 
-at::Tensor moe_experts_cpu(const at::Tensor& hidden, const at::Tensor& topk_weights,
+at::Tensor moe_experts_reference(const at::Tensor& hidden, const at::Tensor& topk_weights,
                            const at::Tensor& topk_ids, const at::Tensor& w_gate_up,
                            const at::Tensor& w_down) {
   TORCH_CHECK(hidden.dim() == 2, "moe_experts: hidden must be [n_tokens, hidden], got ", hidden.sizes());
@@ -67,7 +70,7 @@ at::Tensor moe_experts_cpu(const at::Tensor& hidden, const at::Tensor& topk_weig
               "moe_experts: shapes disagree: hidden ", hidden.sizes(), ", w_gate_up ",
               w_gate_up.sizes(), ", w_down ", w_down.sizes());
 
-  const auto ids = topk_ids.to(at::kLong).contiguous();
+  const auto ids = topk_ids.to(at::kCPU, at::kLong).contiguous();  // grouping happens on the host
   const auto weights = topk_weights.to(at::kFloat).contiguous();
   // [n_tokens * top_k, hidden] in fp32: each (token, slot) gets its own weighted expert output,
   // then the top_k slots are summed per token, as the reference does.
@@ -84,7 +87,7 @@ at::Tensor moe_experts_cpu(const at::Tensor& hidden, const at::Tensor& topk_weig
   const auto flat_w = weights.view({-1});
   for (int64_t e = 0; e < n_experts; ++e) {
     if (slots_of[e].empty()) continue;
-    auto slots = at::tensor(slots_of[e], at::kLong);
+    auto slots = at::tensor(slots_of[e], at::kLong).to(hidden.device());
     auto x = hidden.index_select(0, at::floor_divide(slots, top_k));   // [n, hidden]
     auto gu = at::matmul(x, w_gate_up[e].t());                         // [n, 2*inter]
     auto act = at::silu(gu.narrow(1, 0, inter)) * gu.narrow(1, inter, inter);
@@ -95,8 +98,8 @@ at::Tensor moe_experts_cpu(const at::Tensor& hidden, const at::Tensor& topk_weig
 }
 
 TORCH_LIBRARY_IMPL(ocr, CPU, m) {
-  m.impl("moe_topk_softmax", &moe_topk_softmax_cpu);
-  m.impl("moe_experts", &moe_experts_cpu);
+  m.impl("moe_topk_softmax", &moe_topk_softmax_reference);
+  m.impl("moe_experts", &moe_experts_reference);
 }
 
 }  // namespace ocr::kernels
