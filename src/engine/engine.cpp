@@ -68,8 +68,9 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
   std::vector<PageOutput> out(n_pages);
   if (n_pages == 0) return out;
 
-  // 1. Views, encoder, prompt ids and input embeddings of every page.
-  std::vector<torch::Tensor> embeds(n_pages);
+  // 1. Views of every page, the encoder over all of them at once, prompt ids, input embeddings.
+  std::vector<Views> views(n_pages);
+  const auto t_encode = std::chrono::steady_clock::now();
   for (size_t i = 0; i < n_pages; ++i) {
     const PageInput& page = pages[i];
     if (page.image.empty()) throw InputError("page " + std::to_string(i) + ": empty image");
@@ -79,21 +80,24 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
     } catch (const std::invalid_argument& e) {
       throw InputError(e.what());
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    const Views views = make_views(page.image, *mode, page.tiling);
-    out[i].tiles_w = views.tiles_w;
-    out[i].tiles_h = views.tiles_h;
-    out[i].n_image_tokens = count_image_tokens(*mode, views.tiles_w, views.tiles_h, views.has_tiles());
-    const torch::Tensor visual = encode_page(model, views);
+    views[i] = make_views(page.image, *mode, page.tiling);
+    out[i].tiles_w = views[i].tiles_w;
+    out[i].tiles_h = views[i].tiles_h;
+    out[i].n_image_tokens = count_image_tokens(*mode, views[i].tiles_w, views[i].tiles_h, views[i].has_tiles());
     try {
       out[i].prompt_ids =
           build_prompt_ids(model.tokenizer, page.prompt, out[i].n_image_tokens, man.tokens.bos, man.tokens.image);
     } catch (const std::invalid_argument& e) {
       throw InputError(e.what());
     }
-    embeds[i] = embed_prompt(model, out[i].prompt_ids, visual);
-    out[i].encode_ms = ms_since(t0);
   }
+  std::vector<const Views*> view_ptrs;
+  for (const auto& v : views) view_ptrs.push_back(&v);
+  const std::vector<torch::Tensor> visual = encode_pages(model, view_ptrs);
+  std::vector<torch::Tensor> embeds(n_pages);
+  for (size_t i = 0; i < n_pages; ++i) embeds[i] = embed_prompt(model, out[i].prompt_ids, visual[i]);
+  const double encode_ms = ms_since(t_encode);
+  for (size_t i = 0; i < n_pages; ++i) out[i].encode_ms = encode_ms / static_cast<double>(n_pages);
 
   // 2. Rows, token budgets, the KV cache.
   std::vector<Row> rows(n_pages);

@@ -6,6 +6,7 @@
 #include <torch/cuda.h>
 
 #include <filesystem>
+#include <map>
 
 #include "model/sha256.h"
 #include "ocr/errors.h"
@@ -89,23 +90,49 @@ torch::Tensor views_to_pixels(const std::vector<const ImageU8*>& views, const st
   return out;
 }
 
-torch::Tensor encode_page(LoadedModel& model, const Views& views) {
+torch::Tensor encode_page(LoadedModel& model, const Views& views) { return encode_pages(model, {&views})[0]; }
+
+std::vector<torch::Tensor> encode_pages(LoadedModel& model, const std::vector<const Views*>& pages,
+                                        int64_t max_views_per_call) {
   torch::NoGradGuard no_grad;
-  auto run = [&](const std::vector<const ImageU8*>& v) {
-    auto pixels = views_to_pixels(v, model.pixel_lut).to(model.device);
-    return model.encoder.forward({pixels}).toTensor();
+  // Every view, tagged with its page and its index there (-1: the global view).
+  struct Item {
+    size_t page;
+    int index;
+    const ImageU8* view;
   };
-  auto global = run({&views.global});
-  torch::Tensor tiles = torch::empty({0}, global.options());
-  if (views.has_tiles()) {
-    std::vector<const ImageU8*> t;
-    for (const auto& tile : views.tiles) t.push_back(&tile);
-    tiles = run(t);
+  std::map<int, std::vector<Item>> by_side;
+  for (size_t p = 0; p < pages.size(); ++p) {
+    by_side[pages[p]->global.width].push_back({p, -1, &pages[p]->global});
+    for (size_t t = 0; t < pages[p]->tiles.size(); ++t)
+      by_side[pages[p]->tiles[t].width].push_back({p, static_cast<int>(t), &pages[p]->tiles[t]});
   }
-  return model.encoder
-      .get_method("layout")({global, tiles, static_cast<int64_t>(views.tiles_w),
-                             static_cast<int64_t>(views.tiles_h)})
-      .toTensor();
+  std::vector<torch::Tensor> global(pages.size());
+  std::vector<std::vector<torch::Tensor>> tiles(pages.size());
+  for (size_t p = 0; p < pages.size(); ++p) tiles[p].resize(pages[p]->tiles.size());
+  for (auto& [side, items] : by_side) {
+    for (size_t start = 0; start < items.size(); start += static_cast<size_t>(max_views_per_call)) {
+      const size_t end = std::min(items.size(), start + static_cast<size_t>(max_views_per_call));
+      std::vector<const ImageU8*> views;
+      for (size_t i = start; i < end; ++i) views.push_back(items[i].view);
+      auto pixels = views_to_pixels(views, model.pixel_lut).to(model.device, /*non_blocking=*/true);
+      auto out = model.encoder.forward({pixels}).toTensor();  // [n, g*g, hidden]
+      for (size_t i = start; i < end; ++i) {
+        auto row = out.narrow(0, static_cast<int64_t>(i - start), 1);
+        if (items[i].index < 0) global[items[i].page] = row;
+        else tiles[items[i].page][items[i].index] = row;
+      }
+    }
+  }
+  std::vector<torch::Tensor> result;
+  for (size_t p = 0; p < pages.size(); ++p) {
+    torch::Tensor t = tiles[p].empty() ? torch::empty({0}, global[p].options()) : torch::cat(tiles[p], 0);
+    result.push_back(model.encoder
+                         .get_method("layout")({global[p], t, static_cast<int64_t>(pages[p]->tiles_w),
+                                                static_cast<int64_t>(pages[p]->tiles_h)})
+                         .toTensor());
+  }
+  return result;
 }
 
 }  // namespace ocr

@@ -42,4 +42,9 @@ torch::Tensor views_to_pixels(const std::vector<const ImageU8*>& views, const st
 // Encoder outputs of one page in the layout of spec 2.5/2.6 -> [n_image_tokens, hidden].
 torch::Tensor encode_page(LoadedModel& model, const Views& views);
 
+// The same for several pages at once: views of equal size across pages go through the encoder
+// together (at most max_views_per_call per call). Results in page order.
+std::vector<torch::Tensor> encode_pages(LoadedModel& model, const std::vector<const Views*>& pages,
+                                        int64_t max_views_per_call = 64);
+
 }  // namespace ocr
