@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <stdexcept>
 #include <unordered_set>
 
@@ -14,6 +15,7 @@
 #include "generate/ngram.h"
 #include "generate/sampler.h"
 #include "model/decoder_runner.h"
+#include "model/graph_decoder.h"
 #include "model/model.h"
 #include "ocr/errors.h"
 
@@ -135,10 +137,16 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
   auto logits = decoder_forward(model, h, positions, cache, slots, max_prompt, torch::tensor(last, torch::kLong).to(model.device)).logits;
   const double prefill_ms = ms_since(t_prefill);
 
-  // 4. Decode.
+  // 4. Decode. On CUDA one step of the whole batch (every slot) is a captured CUDA graph; rows
+  // that finished keep a harmless place in it. Elsewhere, only the active rows are computed.
   const auto t_decode = std::chrono::steady_clock::now();
+  std::unique_ptr<GraphDecodeStep> graph;
+  if (cuda_graphs_supported(model) && !std::getenv("OCR_NO_CUDA_GRAPHS"))
+    graph = std::make_unique<GraphDecodeStep>(model, cache);
   std::vector<size_t> active(n_pages);
-  for (size_t i = 0; i < n_pages; ++i) active[i] = i;
+  std::vector<int64_t> logit_row(n_pages);  // active index -> row of `logits`
+  for (size_t i = 0; i < n_pages; ++i) active[i] = logit_row[i] = static_cast<int64_t>(i);
+  std::vector<int64_t> graph_ids(n_pages, man.tokens.eos), graph_pos(n_pages, 0);
   const int64_t vocab = man.vocab;
   while (!active.empty()) {
     auto cpu = logits.to(torch::kCPU, torch::kFloat).contiguous();
@@ -151,7 +159,7 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
         r.done = true;
         continue;
       }
-      float* row = base + static_cast<int64_t>(a) * vocab;
+      float* row = base + logit_row[a] * vocab;
       const DecodingOptions& dec = pages[r.page].decoding;
       if (r.no_repeat) apply_bans(row, vocab, r.no_repeat->banned());
       if (dec.ngram > 0) apply_bans(row, vocab, windowed_ngram_banned(r.generated, dec.ngram, dec.ngram_window, r.whitelist));
@@ -171,6 +179,19 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
     active.swap(still);
     if (active.empty()) break;
     const int64_t n_active = static_cast<int64_t>(active.size());
+    if (graph) {
+      // Finished rows rewrite their own last cache row with EOS: nobody attends it.
+      for (size_t k = 0; k < active.size(); ++k) {
+        graph_ids[active[k]] = next_ids[k];
+        graph_pos[active[k]] = next_pos[k];
+        logit_row[k] = static_cast<int64_t>(active[k]);
+      }
+      const int64_t n = static_cast<int64_t>(n_pages);
+      logits = graph->run(torch::tensor(graph_ids, torch::kLong).view({n, 1}),
+                          torch::tensor(graph_pos, torch::kLong).view({n, 1}));
+      continue;
+    }
+    for (size_t k = 0; k < active.size(); ++k) logit_row[k] = static_cast<int64_t>(k);
     auto ids = torch::tensor(next_ids, torch::kLong).to(model.device).view({n_active, 1});
     auto pos = torch::tensor(next_pos, torch::kLong).to(model.device).view({n_active, 1});
     const int64_t kv_len = *std::max_element(next_pos.begin(), next_pos.end()) + 1;
