@@ -101,7 +101,45 @@ def random_tensor(name: str, shape, gen: torch.Generator) -> torch.Tensor:
     return (0.02 * torch.randn(shape, generator=gen)).to(torch.bfloat16)
 
 
-def write_safetensors(path: Path, table: dict, seed: int):
+CYCLE_BASE = 1000  # first token id of a --cycle model's loop
+
+
+def cycle_override(d: dict, k: int, stop: bool = False):
+    """A model whose greedy output provably cycles: every layer adds nothing (o_proj and all
+    down projections are zero), so the last hidden state is the embedding of the last token;
+    embeddings of the loop tokens CYCLE_BASE+i are scaled basis vectors e_i, and lm_head row of
+    CYCLE_BASE+(i+1)%k is 4*e_i: after token CYCLE_BASE+i comes CYCLE_BASE+(i+1)%k, by a margin
+    of ~30 logits. Every prompt token also maps to e_(k-1), so the loop starts right away.
+    With stop, the token after CYCLE_BASE+k-2 is EOS (id 1) instead: k-1 tokens, then EOS."""
+    h = d["hidden"]
+    if not 1 <= k <= h:
+        raise SystemExit(f"--cycle {k}: must be 1..hidden ({h})")
+
+    def override(name, t):
+        if name.endswith("o_proj.weight") or "down_proj" in name:
+            return torch.zeros_like(t)
+        if name.endswith("norm.weight") and name.startswith("model.") and "layers" not in name:
+            return torch.ones_like(t)
+        if name == "model.embed_tokens.weight":
+            t = t.clone()
+            t[:] = 0
+            t[:, k - 1] = 10.0  # any token -> e_(k-1) -> the loop's first token
+            for i in range(k):
+                t[CYCLE_BASE + i] = 0
+                t[CYCLE_BASE + i, i] = 10.0
+            return t
+        if name == "lm_head.weight":
+            t = t.clone()
+            for i in range(k):
+                row = 1 if stop and i == k - 2 else CYCLE_BASE + (i + 1) % k
+                t[row] = 0
+                t[row, i] = 4.0
+            return t
+        return t
+    return override
+
+
+def write_safetensors(path: Path, table: dict, seed: int, override=None):
     header, offset = {}, 0
     names = sorted(table)
     for name in names:
@@ -119,7 +157,10 @@ def write_safetensors(path: Path, table: dict, seed: int):
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for name in names:
-            t = random_tensor(name, table[name], gen).contiguous()
+            t = random_tensor(name, table[name], gen)
+            if override is not None:
+                t = override(name, t.float()).to(torch.bfloat16)
+            t = t.contiguous()
             f.write(t.view(torch.int16).numpy().tobytes())
     tmp.replace(path)
     return offset
@@ -136,6 +177,9 @@ def main(argv=None):
                     help="folder with tokenizer.json (+ tokenizer_config.json, special_tokens_map.json, "
                          "processor_config.json) to copy")
     ap.add_argument("--list", action="store_true", help="print name, shape, dtype of every tensor and exit")
+    ap.add_argument("--cycle", type=int, default=0, metavar="K",
+                    help=f"craft weights so that greedy decoding loops over ids {CYCLE_BASE}..{CYCLE_BASE}+K-1")
+    ap.add_argument("--stop", action="store_true", help="with --cycle: emit K-1 tokens, then EOS")
     args = ap.parse_args(argv)
     d = dims(PRESETS["full" if args.full else args.preset])
     table = tensor_table(d)
@@ -153,7 +197,8 @@ def main(argv=None):
     for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "processor_config.json"]:
         if (args.tokenizer_dir / name).exists():
             shutil.copyfile(args.tokenizer_dir / name, args.out_dir / name)
-    n_bytes = write_safetensors(args.out_dir / "model.safetensors", table, args.seed)
+    override = cycle_override(d, args.cycle, args.stop) if args.cycle else None
+    n_bytes = write_safetensors(args.out_dir / "model.safetensors", table, args.seed, override)
     print(json.dumps({"out_dir": str(args.out_dir), "preset": preset, "tensors": len(table), "bytes": n_bytes}))
     return 0
 

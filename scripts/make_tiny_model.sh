@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes the tiny demo/test model (random weights, official HF layout, exported with scripts/export.py):
-#   OUT_DIR/tiny: the parity-a sizes, fp32, seed 7.   Usage: make_tiny_model.sh OUT_DIR LIBOCR_OPS
+#   OUT_DIR/tiny: the parity-a sizes, fp32, seed 7; OUT_DIR/tiny-stop: crafted to stop after 5 tokens.
+#   Usage: make_tiny_model.sh OUT_DIR LIBOCR_OPS
 set -euo pipefail
 out=$1
 ops=$2
@@ -15,5 +16,10 @@ fi
 if [ ! -f "$out/tiny/manifest.json" ]; then
   "$py" "$root/scripts/make_checkpoint.py" "$out/tiny-hf" --preset tiny --seed 7 --tokenizer-dir "$tok"
   "$py" "$root/scripts/export.py" "$out/tiny-hf" "$out/tiny" --dtype fp32 --ops-lib "$ops"
+fi
+# tiny-stop: same sizes, crafted to answer 5 tokens and then EOS (a page that succeeds).
+if [ ! -f "$out/tiny-stop/manifest.json" ]; then
+  "$py" "$root/scripts/make_checkpoint.py" "$out/tiny-stop-hf" --preset tiny --seed 7 --cycle 6 --stop --tokenizer-dir "$tok"
+  "$py" "$root/scripts/export.py" "$out/tiny-stop-hf" "$out/tiny-stop" --dtype fp32 --ops-lib "$ops"
 fi
 echo "test models ready in $out"

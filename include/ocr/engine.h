@@ -26,6 +26,10 @@ struct DecodingOptions {
   int ngram = 0;                  // vLLM-style windowed blocker over generated tokens; 0 = off
   int ngram_window = 0;           // its window (generated tokens)
   std::vector<int32_t> ngram_whitelist;  // ids the windowed blocker never bans
+  double temperature = 0;         // 0: greedy (argmax, lowest id on ties)
+  double top_p = 1;               // nucleus for sampling
+  uint64_t seed = 0;              // sampling seed: the same seed gives the same output on a device
+  bool stop_on_loop = true;       // stop a page whose output tail repeats (finish "repetition")
 };
 
 struct PageInput {
@@ -40,7 +44,8 @@ struct PageOutput {
   std::vector<int32_t> prompt_ids;
   std::vector<int32_t> tokens;    // generated ids, with the final EOS when one was produced
   std::string text;               // decoded with special tokens kept, trailing EOS removed
-  std::string finish_reason;      // "stop" (EOS) or "length" (token cap)
+  std::string finish_reason;      // "stop" (EOS), "length" (token cap), "repetition" (looping
+                                  // tail, see generate/loop_detect.h) or "blank" (set by callers)
   int64_t n_image_tokens = 0;
   int tiles_w = 1;
   int tiles_h = 1;

@@ -9,9 +9,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <stdexcept>
+#include <random>
 #include <unordered_set>
 
 #include "engine/prompt.h"
+#include "generate/loop_detect.h"
 #include "generate/ngram.h"
 #include "generate/sampler.h"
 #include "model/decoder_runner.h"
@@ -35,6 +37,8 @@ struct Row {
   std::vector<int32_t> generated;
   std::unique_ptr<NoRepeatNgram> no_repeat;
   std::unordered_set<int32_t> whitelist;
+  std::mt19937_64 rng;
+  bool looping = false;
   bool done = false;
 };
 
@@ -115,6 +119,7 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
       r.no_repeat->reset(out[i].prompt_ids);
     }
     r.whitelist.insert(dec.ngram_whitelist.begin(), dec.ngram_whitelist.end());
+    r.rng.seed(dec.seed);
     max_prompt = std::max(max_prompt, r.prompt_len);
     max_len = std::max(max_len, r.prompt_len + r.max_new);
   }
@@ -163,11 +168,13 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
       const DecodingOptions& dec = pages[r.page].decoding;
       if (r.no_repeat) apply_bans(row, vocab, r.no_repeat->banned());
       if (dec.ngram > 0) apply_bans(row, vocab, windowed_ngram_banned(r.generated, dec.ngram, dec.ngram_window, r.whitelist));
-      const int32_t tok = argmax(row, vocab);
+      const int32_t tok = dec.temperature > 0 ? sample(row, vocab, dec.temperature, dec.top_p, r.rng) : argmax(row, vocab);
       r.generated.push_back(tok);
       if (r.no_repeat) r.no_repeat->push(tok);
       if (on_token) on_token(r.page, tok);
-      if (tok == man.tokens.eos || static_cast<int64_t>(r.generated.size()) >= r.max_new) {
+      // The loop test runs every 16 tokens: a looping page stops early instead of filling the cap.
+      if (dec.stop_on_loop && r.generated.size() % 16 == 0 && periodic_suffix(r.generated) > 0) r.looping = true;
+      if (tok == man.tokens.eos || r.looping || static_cast<int64_t>(r.generated.size()) >= r.max_new) {
         r.done = true;
         continue;
       }
@@ -207,7 +214,7 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
     Row& r = rows[i];
     o.tokens = std::move(r.generated);
     const bool stopped = !o.tokens.empty() && o.tokens.back() == man.tokens.eos;
-    o.finish_reason = stopped ? "stop" : "length";
+    o.finish_reason = stopped ? "stop" : r.looping ? "repetition" : "length";
     std::vector<int32_t> text_ids(o.tokens.begin(), o.tokens.end() - (stopped ? 1 : 0));
     o.text = model.tokenizer.decode(text_ids, false);
     o.prefill_ms = prefill_ms / static_cast<double>(n_pages);

@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 
 CLI = os.environ["OCR_CLI"]
-MODEL = str(Path(os.environ["OCR_TEST_MODELS"]) / "tiny")
+# A model crafted to answer 5 tokens then EOS (pages succeed); the random one never stops.
+MODEL = str(Path(os.environ["OCR_TEST_MODELS"]) / "tiny-stop")
+RANDOM_MODEL = str(Path(os.environ["OCR_TEST_MODELS"]) / "tiny")
 SRC = Path(os.environ["OCR_SOURCE_DIR"])
 SHARED = Path(os.environ["OCR_SHARED_DIR"])
 PAGE = SRC / "tests" / "data" / "sample_page.png"
@@ -61,16 +63,38 @@ check("bad prompt exit 2", run([str(PAGE), "--model", MODEL, "--prompt", "no ima
 
 # Each task prompt runs; locate needs --ref.
 for task in ["markdown", "ocr", "free", "figure", "describe"]:
-    rt = run([str(PAGE), "--model", MODEL, "--mode", "tiny", "--task", task, "--max-tokens", "3"])
+    rt = run([str(PAGE), "--model", MODEL, "--mode", "tiny", "--task", task])
     check(f"task {task}", rt.returncode == 0, rt.stderr)
 check("locate without ref exit 2", run([str(PAGE), "--model", MODEL, "--task", "locate"]).returncode == 2)
-rl = run([str(PAGE), "--model", MODEL, "--mode", "tiny", "--task", "locate", "--ref", "the title", "--max-tokens", "3"])
+rl = run([str(PAGE), "--model", MODEL, "--mode", "tiny", "--task", "locate", "--ref", "the title"])
 check("locate with ref", rl.returncode == 0, rl.stderr)
+
+# PDFs nobody here wrote (Debian documentation packages installed by scripts/setup.sh).
+manuals = [Path(p) for p in ["/usr/share/doc/libtasn1-doc/libtasn1.pdf",
+                             "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf"] if Path(p).exists()]
+check("a Debian PDF manual is installed", bool(manuals), "install libtasn1-doc or shared-mime-info")
+for pdf in manuals[:1]:
+    rp = run([str(pdf), "--model", MODEL, "--mode", "tiny", "--pages", "1-2", "-v"])
+    out = rp.stdout.decode()
+    check("pdf pages ok", rp.returncode == 0, rp.stderr)
+    check("pdf two pages separated", out.count("<--- Page Split --->") == 1 and len(out.strip()) > 0, out)
+    check("pdf pages logged by number", b"page 1:" in rp.stderr and b"page 2:" in rp.stderr, rp.stderr)
+    rs = run(["-", "--model", MODEL, "--mode", "tiny", "--pages", "2"], stdin=pdf.read_bytes())
+    check("pdf from stdin (sniffed)", rs.returncode == 0 and rs.stdout.strip() != b"", rs.stderr)
+    rb = run([str(pdf), "--model", MODEL, "--pages", "9999"])
+    check("page beyond the document exit 3", rb.returncode == 3 and b"9999" in rb.stderr, rb.stderr)
+check("bad --pages exit 2", run([str(PAGE), "--model", MODEL, "--pages", "1-x"]).returncode == 2)
+with tempfile.TemporaryDirectory() as tmp:
+    trunc = Path(tmp) / "cut.pdf"
+    trunc.write_bytes(b"%PDF-1.4\n1 0 obj <<")
+    rt = run([str(trunc), "--model", MODEL])
+    err = rt.stderr.decode().strip().splitlines()
+    check("truncated pdf exit 3, one line", rt.returncode == 3 and len(err) == 1 and "cut.pdf" in err[0], err)
 
 # The parity checker must fail on a model that is not the fixture's (same sizes, other weights).
 fixture = SHARED / "fixtures" / "parity-a"
 if (fixture / "cases.json").exists():
-    rp = run(["parity", str(fixture), "--model", MODEL])
+    rp = run(["parity", str(fixture), "--model", RANDOM_MODEL])
     out = rp.stdout.decode()
     check("parity fails on the wrong model", rp.returncode == 1 and "FAIL a1_gundam_portrait" in out, out[-2000:])
     check("parity reports views still exact", "pixels_u8                          0.00e+00" in out, out[:2000])

@@ -1,9 +1,12 @@
 // The repetition blockers against hand-computed ban sets (spec 6.1), and greedy tie-breaking.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
+#include <random>
 #include <vector>
 
+#include "generate/loop_detect.h"
 #include "generate/ngram.h"
 #include "generate/sampler.h"
 
@@ -80,6 +83,63 @@ TEST(Sampler, ArgmaxLowestIdWinsTiesAndBansApply) {
   apply_bans(logits.data(), 4, {1});
   EXPECT_EQ(logits[1], -std::numeric_limits<float>::infinity());
   EXPECT_EQ(argmax(logits.data(), 4), 2);
+}
+
+}  // namespace
+}  // namespace ocr
+
+namespace ocr {
+namespace {
+
+TEST(LoopDetect, FindsTheSmallestPeriodOfALongEnoughTail) {
+  std::vector<int32_t> t = {9, 8, 7};
+  for (int i = 0; i < 70; ++i) t.push_back(100 + i % 5);  // period 5, 70 tokens
+  EXPECT_EQ(periodic_suffix(t), 5);
+  std::vector<int32_t> same(64, 42);
+  EXPECT_EQ(periodic_suffix(same), 1);
+}
+
+TEST(LoopDetect, NeedsTheMinimumTailAndRepeats) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < 63; ++i) t.push_back(i % 3);
+  EXPECT_EQ(periodic_suffix(t), 0);  // 63 < 64 tokens
+  t.push_back(0);
+  EXPECT_EQ(periodic_suffix(t), 3);
+  // A period of 40 needs 4 repeats (160 tokens); 150 tokens are not enough.
+  std::vector<int32_t> long_period;
+  for (int i = 0; i < 150; ++i) long_period.push_back(i % 40);
+  EXPECT_EQ(periodic_suffix(long_period), 0);
+  for (int i = 150; i < 160; ++i) long_period.push_back(i % 40);
+  EXPECT_EQ(periodic_suffix(long_period), 40);
+}
+
+TEST(LoopDetect, OrdinaryTextIsNotALoop) {
+  std::vector<int32_t> t;
+  uint32_t s = 1;
+  for (int i = 0; i < 2000; ++i) {
+    s = s * 1103515245u + 12345u;
+    t.push_back(static_cast<int32_t>((s >> 16) % 5000));
+  }
+  EXPECT_EQ(periodic_suffix(t), 0);
+  // A broken period (one token differs inside the tail) is not a loop.
+  std::vector<int32_t> almost(100, 7);
+  almost[60] = 8;
+  EXPECT_EQ(periodic_suffix(almost), 0);
+}
+
+TEST(Sampler, SameSeedSameTokensAndTopPOneTokenIsGreedy) {
+  std::vector<float> logits = {1.0f, 2.0f, 0.5f, 1.5f, -3.0f};
+  std::mt19937_64 a(7), b(7);
+  std::vector<int32_t> xa, xb;
+  for (int i = 0; i < 200; ++i) {
+    xa.push_back(sample(logits.data(), 5, 1.0, 1.0, a));
+    xb.push_back(sample(logits.data(), 5, 1.0, 1.0, b));
+  }
+  EXPECT_EQ(xa, xb);
+  EXPECT_GT(std::count(xa.begin(), xa.end(), 0), 0);  // not greedy at T=1
+  std::mt19937_64 c(1);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(sample(logits.data(), 5, 1.0, 0.01, c), 1);  // nucleus = top id
+  EXPECT_EQ(sample(logits.data(), 5, 0.0, 1.0, c), 1);                                // T=0: argmax
 }
 
 }  // namespace
