@@ -1,8 +1,10 @@
 // ocr-cli: thin front end. Parses options, builds the engine, streams results to stdout.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -20,6 +22,7 @@
 #include "ocr/image_io.h"
 #include "ocr/pdf.h"
 #include "postprocess/grounding.h"
+#include "writers/output.h"
 
 namespace fs = std::filesystem;
 
@@ -67,17 +70,12 @@ struct OcrArgs {
   std::string pages;         // PDF page ranges, e.g. 1-3,7
   std::string password;      // PDF password
   bool ngram_given = false;  // --ngram/--ngram-window set explicitly (else per input kind)
+  std::string out_dir;       // -o: mirror the inputs here, one file per input
+  std::string format = "md"; // md or jsonl
+  bool force = false;        // redo inputs whose output exists
+  bool quiet = false;
 };
 
-// The pages still to read from one input: an image (one page) or a PDF (rendered on demand).
-struct Source {
-  std::string name;
-  std::vector<uint8_t> bytes;
-  std::unique_ptr<ocr::PdfDocument> pdf;
-  std::vector<int> pages;  // 0-based page indices still to do (PDF)
-  size_t next = 0;
-  bool image_done = false;
-};
 
 int run_ocr(const OcrArgs& a, const std::string& model_dir) {
   std::string prompt = a.prompt;
@@ -125,121 +123,153 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
 
   ocr::DecodeOptions decode_opts;
   decode_opts.max_pixels = a.max_pixels;
-  int n_failed = 0;
-  bool first_output = true;
   // Official defaults per input kind (spec 6.1): 30/90 for images, 20/50 for PDF pages.
   ocr::DecodingOptions dec_pdf = dec;
   if (!a.no_ngram && !a.ngram_given) {
     dec_pdf.ngram = 20;
     dec_pdf.ngram_window = 50;
   }
-  size_t input = 0;
-  std::unique_ptr<Source> src;
-  auto next_page = [&](ocr::PageInput& page, std::string& name) -> bool {
-    // Fills the next page of the inputs; false when all are done. Bad inputs are reported here.
-    while (true) {
-      if (!src) {
-        if (input >= a.inputs.size()) return false;
-        src = std::make_unique<Source>();
-        const std::string& path = a.inputs[input++];
-        src->name = path == "-" ? std::string("stdin") : path;
-        try {
-          src->bytes = ocr::read_file_bytes(path);
-          if (ocr::looks_like_pdf(src->bytes)) {
-            src->pdf = std::make_unique<ocr::PdfDocument>(ocr::PdfDocument::open(src->bytes, src->name, a.password));
-            src->bytes.clear();
-            std::vector<int> all;
-            if (a.pages.empty()) {
-              for (int i = 0; i < src->pdf->page_count(); ++i) all.push_back(i);
-            } else {
-              try {
-                all = ocr::parse_page_ranges(a.pages, src->pdf->page_count());
-              } catch (const std::invalid_argument& e) {
-                throw ocr::InputError(src->name + ": " + e.what());
-              }
-            }
-            src->pages = std::move(all);
-          }
-        } catch (const ocr::InputError& e) {
-          std::cerr << "ocr-cli: error: " << e.what() << "\n";
-          ++n_failed;
-          src.reset();
-          continue;
-        }
-      }
-      try {
-        if (src->pdf) {
-          if (src->next >= src->pages.size()) {
-            src.reset();
-            continue;
-          }
-          const int index = src->pages[src->next++];
-          name = src->name + " page " + std::to_string(index + 1);
-          page.image = src->pdf->render_page(index, a.dpi, a.max_pixels);
-          page.decoding = dec_pdf;
-        } else {
-          if (src->image_done) {
-            src.reset();
-            continue;
-          }
-          src->image_done = true;
-          name = src->name;
-          page.image = ocr::decode_image(src->bytes, src->name, decode_opts);
-          page.decoding = dec;
-        }
-      } catch (const ocr::InputError& e) {
-        std::cerr << "ocr-cli: error: " << e.what() << "\n";
-        ++n_failed;
-        continue;
-      }
-      page.mode = a.mode;
-      page.prompt = prompt;
-      page.tiling = tiling;
-      return true;
+  const bool to_dir = !a.out_dir.empty();
+  const std::string ext = a.format == "jsonl" ? "jsonl" : "md";
+  const std::string failed_log = to_dir ? a.out_dir + "/_failed.jsonl" : std::string();
+  int n_failed = 0, n_pages = 0, n_docs = 0, n_skipped = 0;
+  int64_t n_tokens = 0;
+  const auto t_start = std::chrono::steady_clock::now();
+  bool first_output = true;
+  auto fail = [&](const std::string& input, int page, const std::string& reason) {
+    ++n_failed;
+    if (to_dir) {
+      nlohmann::json j = {{"input", input}, {"error", reason}};
+      if (page > 0) j["page"] = page;
+      ocr::append_line(failed_log, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
   };
-  while (true) {
-    std::vector<ocr::PageInput> batch;
-    std::vector<std::string> names;
-    while (batch.size() < static_cast<size_t>(a.batch_size)) {
-      ocr::PageInput page;
-      std::string name;
-      if (!next_page(page, name)) break;
-      batch.push_back(std::move(page));
-      names.push_back(name);
-    }
-    if (batch.empty()) break;
-    std::vector<ocr::ProcessedPage> results;
-    try {
-      results = ocr::run_pages(engine, batch, policy, [&](size_t i, const std::string& line) {
-        spdlog::warn("{}: {}", names[i], line);
-      });
-    } catch (const ocr::InputError& e) {
-      std::cerr << "ocr-cli: error: " << e.what() << "\n";
-      n_failed += static_cast<int>(batch.size());
+
+  std::vector<std::string> walk_errors;
+  const auto files = ocr::expand_inputs(a.inputs, walk_errors);
+  for (const auto& e : walk_errors) {
+    std::cerr << "ocr-cli: error: " << e << "\n";
+    fail(e.substr(0, e.find(':')), 0, e);
+  }
+  for (const auto& file : files) {
+    const std::string name = file.path == "-" ? std::string("stdin") : file.path;
+    const std::string out_path = to_dir ? ocr::output_path(a.out_dir, file.relative, ext) : std::string();
+    if (to_dir && !a.force && ocr::path_exists(out_path)) {
+      spdlog::info("{}: already done ({}), skipped; --force redoes it", name, out_path);
+      ++n_skipped;
       continue;
     }
-    for (size_t i = 0; i < results.size(); ++i) {
-      const auto& r = results[i].output;
-      spdlog::info("{}: {} image tokens ({}x{} tiles), {} tokens generated, finish {}, encode {:.0f} ms, "
-                   "prefill {:.0f} ms, decode {:.0f} ms",
-                   names[i], r.n_image_tokens, r.tiles_w, r.tiles_h, r.tokens.size(), r.finish_reason,
-                   r.encode_ms, r.prefill_ms, r.decode_ms);
-      if (!first_output) std::cout << "\n<--- Page Split --->\n";
-      first_output = false;
-      std::cout << (a.raw ? r.text : ocr::clean_markdown(r.text, eos_text, {})) << "\n";
-      if (results[i].failed()) {
-        // Never silent: the page stays in the output, marked, and the run exits 3.
-        const auto at = names[i].rfind(" page ");
-        const std::string page_no = at == std::string::npos ? "1" : names[i].substr(at + 6);
-        std::cout << "<!-- ocr-cli: page " << page_no << " failed: " << r.finish_reason << " -->\n";
-        std::cerr << "ocr-cli: error: " << names[i] << ": failed: " << r.finish_reason << " after "
-                  << results[i].attempts.size() << " attempt(s)\n";
-        ++n_failed;
+    // Open the document: one image, or the selected pages of a PDF (rendered one batch at a time).
+    std::vector<uint8_t> bytes;
+    std::unique_ptr<ocr::PdfDocument> pdf;
+    std::vector<int> pages{0};
+    try {
+      bytes = ocr::read_file_bytes(file.path);
+      if (ocr::looks_like_pdf(bytes)) {
+        pdf = std::make_unique<ocr::PdfDocument>(ocr::PdfDocument::open(bytes, name, a.password));
+        bytes.clear();
+        pages.clear();
+        if (a.pages.empty()) {
+          for (int i = 0; i < pdf->page_count(); ++i) pages.push_back(i);
+        } else {
+          try {
+            pages = ocr::parse_page_ranges(a.pages, pdf->page_count());
+          } catch (const std::invalid_argument& e) {
+            throw ocr::InputError(name + ": " + e.what());
+          }
+        }
       }
-      std::cout.flush();
+    } catch (const ocr::InputError& e) {
+      std::cerr << "ocr-cli: error: " << e.what() << "\n";
+      fail(name, 0, e.what());
+      continue;
+    }
+    ++n_docs;
+    std::string doc_md, doc_jsonl;
+    bool unreadable = false;  // a page could not be decoded or rendered: no output file, so a rerun retries
+    for (size_t start = 0; start < pages.size(); start += static_cast<size_t>(a.batch_size)) {
+      std::vector<ocr::PageInput> batch;
+      std::vector<int> page_no;  // 1-based
+      for (size_t k = start; k < pages.size() && k < start + static_cast<size_t>(a.batch_size); ++k) {
+        ocr::PageInput page;
+        try {
+          page.image = pdf ? pdf->render_page(pages[k], a.dpi, a.max_pixels) : ocr::decode_image(bytes, name, decode_opts);
+        } catch (const ocr::InputError& e) {
+          std::cerr << "ocr-cli: error: " << e.what() << "\n";
+          fail(name, pages[k] + 1, e.what());
+          unreadable = true;
+          continue;
+        }
+        page.decoding = pdf ? dec_pdf : dec;
+        page.mode = a.mode;
+        page.prompt = prompt;
+        page.tiling = tiling;
+        batch.push_back(std::move(page));
+        page_no.push_back(pages[k] + 1);
+      }
+      if (batch.empty()) continue;
+      auto label = [&](size_t i) { return pdf ? name + " page " + std::to_string(page_no[i]) : name; };
+      std::vector<ocr::ProcessedPage> results;
+      try {
+        results = ocr::run_pages(engine, batch, policy, [&](size_t i, const std::string& line) {
+          spdlog::warn("{}: {}", label(i), line);
+        });
+      } catch (const ocr::InputError& e) {
+        std::cerr << "ocr-cli: error: " << e.what() << "\n";
+        for (int p : page_no) fail(name, p, e.what());
+        unreadable = true;
+        continue;
+      }
+      for (size_t i = 0; i < results.size(); ++i) {
+        const auto& r = results[i].output;
+        ++n_pages;
+        n_tokens += static_cast<int64_t>(r.tokens.size());
+        spdlog::info("{}: {} image tokens ({}x{} tiles), {} tokens generated, finish {}, encode {:.0f} ms, "
+                     "prefill {:.0f} ms, decode {:.0f} ms",
+                     label(i), r.n_image_tokens, r.tiles_w, r.tiles_h, r.tokens.size(), r.finish_reason,
+                     r.encode_ms, r.prefill_ms, r.decode_ms);
+        std::string md = a.raw ? r.text : ocr::clean_markdown(r.text, eos_text, {});
+        if (results[i].failed()) {
+          // Never silent: the page stays in the output, marked, and the run exits 3.
+          md += "\n<!-- ocr-cli: page " + std::to_string(page_no[i]) + " failed: " + r.finish_reason + " -->";
+          std::cerr << "ocr-cli: error: " << label(i) << ": failed: " << r.finish_reason << " after "
+                    << results[i].attempts.size() << " attempt(s)\n";
+          fail(name, page_no[i], r.finish_reason);
+        }
+        if (a.format == "jsonl") {
+          nlohmann::json j = {{"input", name}, {"page", page_no[i]}, {"markdown", md},
+                              {"finish_reason", r.finish_reason}, {"attempts", results[i].attempts.size()},
+                              {"prompt_tokens", r.prompt_ids.size()}, {"generated_tokens", r.tokens.size()},
+                              {"image_tokens", r.n_image_tokens}, {"tiles", {r.tiles_w, r.tiles_h}},
+                              {"encode_ms", r.encode_ms}, {"prefill_ms", r.prefill_ms}, {"decode_ms", r.decode_ms}};
+          const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+          if (to_dir) doc_jsonl += line;
+          else std::cout << line;
+        } else if (to_dir) {
+          if (!doc_md.empty()) doc_md += "\n<--- Page Split --->\n";
+          doc_md += md + "\n";
+        } else {
+          if (!first_output) std::cout << "\n<--- Page Split --->\n";
+          std::cout << md << "\n";
+        }
+        first_output = false;
+        std::cout.flush();
+      }
+    }
+    if (to_dir && !unreadable) {
+      try {
+        ocr::write_file_atomic(out_path, a.format == "jsonl" ? doc_jsonl : doc_md);
+      } catch (const ocr::InputError& e) {
+        std::cerr << "ocr-cli: error: " << e.what() << "\n";
+        fail(name, 0, e.what());
+      }
     }
   }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  if (!a.quiet && (to_dir || files.size() > 1))
+    std::cerr << "ocr-cli: " << n_docs << " files, " << n_pages << " pages, " << n_failed << " failed, " << n_skipped
+              << " skipped (done), " << (secs > 0 ? n_pages / secs : 0) << " pages/s, "
+              << (secs > 0 ? n_tokens / secs : 0) << " tokens/s\n";
   return n_failed > 0 ? ocr::kExitPageFailed : ocr::kExitOk;
 }
 
@@ -262,7 +292,7 @@ int main(int argc, char** argv) {
   bool verbose = false;
 
   OcrArgs a;
-  app.add_option("inputs", a.inputs, "Image or PDF files, or - for stdin");
+  app.add_option("inputs", a.inputs, "Image or PDF files, folders (walked recursively), or - for stdin");
   app.add_option("--model", model_dir, "Exported model folder (default $OCR_MODEL, else models/deepseek-ocr)");
   app.add_option("--mode", a.mode, "Resolution mode: tiny, small, base, large, gundam")->capture_default_str();
   app.add_option("--task", a.task, "Prompt: markdown, ocr, free, figure, describe, locate")->capture_default_str();
@@ -277,6 +307,12 @@ int main(int argc, char** argv) {
   app.add_option("--dpi", a.dpi, "PDF rendering resolution")->capture_default_str()->check(CLI::Range(1.0, 10000.0));
   app.add_option("--pages", a.pages, "PDF pages to read, e.g. 1-3,7,10- (default: all)");
   app.add_option("--password", a.password, "Password of encrypted PDFs");
+  app.add_option("-o,--output", a.out_dir, "Write one file per input here, mirroring the input folders; "
+                 "finished files are skipped on rerun (resume); failures go to DIR/_failed.jsonl");
+  app.add_option("--format", a.format, "md, or jsonl (one record per page)")->capture_default_str()
+      ->check(CLI::IsMember({"md", "jsonl"}));
+  app.add_flag("--force", a.force, "Redo inputs whose output file exists");
+  app.add_flag("-q,--quiet", a.quiet, "No summary line");
   app.add_flag("--no-ngram", a.no_ngram, "Disable the windowed n-gram blocker");
   app.add_option("--no-repeat-ngram", a.no_repeat_ngram, "HF no_repeat_ngram_size over the whole sequence (0: off)");
   app.add_option("--max-tiles", a.max_tiles, "Most tiles in gundam mode (default from the model: 9)");

@@ -49,8 +49,9 @@ with tempfile.TemporaryDirectory() as tmp:
     r3 = run([str(bad), str(PAGE), "--model", MODEL, "--mode", "base", "--max-tokens", "12"])
     check("partial failure exit 3", r3.returncode == 3, r3.returncode)
     check("good page still printed", r3.stdout == r.stdout, r3.stdout)
-    err = r3.stderr.decode().strip().splitlines()
+    err = [l for l in r3.stderr.decode().strip().splitlines() if "error:" in l]
     check("one-line error naming the file", len(err) == 1 and "broken page.png" in err[0], err)
+    check("summary line", "2 files, 1 pages, 1 failed" in r3.stderr.decode(), r3.stderr)
 
 # Empty stdin, unknown mode, bad model folder, no input.
 r4 = run(["-", "--model", MODEL], stdin=b"")
