@@ -1,6 +1,7 @@
 // The inference engine: page images in, generated text out. No torch headers here (pimpl).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -68,6 +69,9 @@ class Engine {
   // Runs a batch of pages together (prefill and decoding batched); results in input order.
   // Throws ocr::InputError for a bad page (empty image, unknown mode, bad prompt).
   std::vector<PageOutput> run(const std::vector<PageInput>& pages, const TokenCallback& on_token = {});
+
+  // While *flag is true, run() stops at the next decoding step and throws ocr::Interrupted.
+  void set_cancel_flag(const std::atomic<bool>* flag);
 
   const Tokenizer& tokenizer() const;
   const std::vector<ModeSpec>& modes() const;

@@ -18,6 +18,12 @@ class ModelError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The run was interrupted (SIGINT/SIGTERM): in-flight pages are dropped, nothing partial written.
+class Interrupted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Process exit codes, documented in --help and README.
 enum ExitCode : int {
   kExitOk = 0,           // every page succeeded

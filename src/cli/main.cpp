@@ -4,7 +4,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -27,6 +29,9 @@
 namespace fs = std::filesystem;
 
 namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_signal(int) { g_interrupted.store(true); }
 
 constexpr const char* kExitCodes =
     "Exit codes: 0 every page succeeded; 1 fatal error (model, device); 2 usage error;\n"
@@ -95,6 +100,7 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
   eo.threads = a.threads;
   eo.verify_checksums = !a.no_verify;
   ocr::Engine engine(eo);
+  engine.set_cancel_flag(&g_interrupted);
   try {
     ocr::find_mode(engine.modes(), a.mode);
   } catch (const std::invalid_argument& e) {
@@ -151,7 +157,12 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
     std::cerr << "ocr-cli: error: " << e << "\n";
     fail(e.substr(0, e.find(':')), 0, e);
   }
+  bool interrupted = false;
   for (const auto& file : files) {
+    if (g_interrupted.load()) {
+      interrupted = true;
+      break;
+    }
     const std::string name = file.path == "-" ? std::string("stdin") : file.path;
     const std::string out_path = to_dir ? ocr::output_path(a.out_dir, file.relative, ext) : std::string();
     if (to_dir && !a.force && ocr::path_exists(out_path)) {
@@ -214,6 +225,9 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
         results = ocr::run_pages(engine, batch, policy, [&](size_t i, const std::string& line) {
           spdlog::warn("{}: {}", label(i), line);
         });
+      } catch (const ocr::Interrupted&) {
+        interrupted = true;
+        break;
       } catch (const ocr::InputError& e) {
         std::cerr << "ocr-cli: error: " << e.what() << "\n";
         for (int p : page_no) fail(name, p, e.what());
@@ -256,6 +270,7 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
         std::cout.flush();
       }
     }
+    if (interrupted) break;  // the document in flight is dropped: no partial file
     if (to_dir && !unreadable) {
       try {
         ocr::write_file_atomic(out_path, a.format == "jsonl" ? doc_jsonl : doc_md);
@@ -265,17 +280,24 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
       }
     }
   }
+  if (g_interrupted.load()) interrupted = true;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   if (!a.quiet && (to_dir || files.size() > 1))
     std::cerr << "ocr-cli: " << n_docs << " files, " << n_pages << " pages, " << n_failed << " failed, " << n_skipped
               << " skipped (done), " << (secs > 0 ? n_pages / secs : 0) << " pages/s, "
               << (secs > 0 ? n_tokens / secs : 0) << " tokens/s\n";
+  if (interrupted) {
+    std::cerr << "ocr-cli: interrupted; finished files are kept, a rerun resumes\n";
+    return ocr::kExitInterrupted;
+  }
   return n_failed > 0 ? ocr::kExitPageFailed : ocr::kExitOk;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
   auto logger = spdlog::stderr_color_mt("ocr-cli");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");

@@ -46,6 +46,7 @@ struct Row {
 
 struct Engine::Impl {
   std::unique_ptr<LoadedModel> model;
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
@@ -54,6 +55,8 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
 }
 
 Engine::~Engine() = default;
+
+void Engine::set_cancel_flag(const std::atomic<bool>* flag) { impl_->cancel = flag; }
 
 const Tokenizer& Engine::tokenizer() const { return impl_->model->tokenizer; }
 const std::vector<ModeSpec>& Engine::modes() const { return impl_->model->manifest.modes; }
@@ -154,6 +157,7 @@ std::vector<PageOutput> Engine::run(const std::vector<PageInput>& pages, const T
   std::vector<int64_t> graph_ids(n_pages, man.tokens.eos), graph_pos(n_pages, 0);
   const int64_t vocab = man.vocab;
   while (!active.empty()) {
+    if (impl_->cancel && impl_->cancel->load()) throw Interrupted("interrupted");
     auto cpu = logits.to(torch::kCPU, torch::kFloat).contiguous();
     float* base = cpu.data_ptr<float>();
     std::vector<size_t> still;
