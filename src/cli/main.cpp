@@ -9,6 +9,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <utility>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -79,7 +82,65 @@ struct OcrArgs {
   std::string format = "md"; // md or jsonl
   bool force = false;        // redo inputs whose output exists
   bool quiet = false;
+  std::string files_from;    // read more inputs from this file ("-": stdin), one per line
+  bool null_separated = false;  // -0: --files-from is NUL-separated (find -print0)
+  std::string shard;         // "i/N": keep every N-th input starting at i
 };
+
+// Parses "i/N" (0 <= i < N); also from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or
+// JOB_COMPLETION_INDEX/OCR_SHARD_COUNT when no --shard is given. Returns {0, 1} for no sharding.
+std::pair<int64_t, int64_t> shard_of(const std::string& spec) {
+  auto parse = [](const std::string& i, const std::string& n, const std::string& what) -> std::pair<int64_t, int64_t> {
+    try {
+      size_t a = 0, b = 0;
+      const long long index = std::stoll(i, &a), count = std::stoll(n, &b);
+      if (a == i.size() && b == n.size() && count >= 1 && index >= 0 && index < count) return {index, count};
+    } catch (const std::exception&) {
+    }
+    throw std::invalid_argument(what + ": expected a shard i/N with 0 <= i < N, got " + i + "/" + n);
+  };
+  if (!spec.empty()) {
+    const auto slash = spec.find('/');
+    if (slash == std::string::npos) throw std::invalid_argument("--shard: expected i/N, got \"" + spec + "\"");
+    return parse(spec.substr(0, slash), spec.substr(slash + 1), "--shard");
+  }
+  const char* sid = std::getenv("SLURM_ARRAY_TASK_ID");
+  const char* scount = std::getenv("SLURM_ARRAY_TASK_COUNT");
+  if (sid && scount) {
+    // Slurm numbers array tasks from SLURM_ARRAY_TASK_MIN (often 0 or 1).
+    const char* smin = std::getenv("SLURM_ARRAY_TASK_MIN");
+    const long long base = smin ? std::atoll(smin) : 0;
+    return parse(std::to_string(std::atoll(sid) - base), scount, "SLURM_ARRAY_TASK_ID/COUNT");
+  }
+  const char* kid = std::getenv("JOB_COMPLETION_INDEX");
+  const char* kcount = std::getenv("OCR_SHARD_COUNT");
+  if (kid && kcount) return parse(kid, kcount, "JOB_COMPLETION_INDEX/OCR_SHARD_COUNT");
+  return {0, 1};
+}
+
+// Reads input paths from a list file (one per line, or NUL-separated).
+std::vector<std::string> read_list(const std::string& path, bool nul) {
+  std::string data;
+  if (path == "-") {
+    data.assign(std::istreambuf_iterator<char>(std::cin), {});
+  } else {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw ocr::InputError(path + ": cannot open --files-from list");
+    data.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  std::vector<std::string> out;
+  const char sep = nul ? '\0' : '\n';
+  size_t start = 0;
+  while (start < data.size()) {
+    size_t end = data.find(sep, start);
+    if (end == std::string::npos) end = data.size();
+    std::string item = data.substr(start, end - start);
+    if (!nul && !item.empty() && item.back() == '\r') item.pop_back();
+    if (!item.empty()) out.push_back(item);
+    start = end + 1;
+  }
+  return out;
+}
 
 
 int run_ocr(const OcrArgs& a, const std::string& model_dir) {
@@ -152,7 +213,22 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
   };
 
   std::vector<std::string> walk_errors;
-  const auto files = ocr::expand_inputs(a.inputs, walk_errors);
+  std::vector<std::string> args = a.inputs;
+  if (!a.files_from.empty()) {
+    const auto more = read_list(a.files_from, a.null_separated);
+    args.insert(args.end(), more.begin(), more.end());
+  }
+  auto files = ocr::expand_inputs(args, walk_errors);
+  // Sharding: input k goes to shard k mod N, over the stable (sorted walk) order of all inputs,
+  // so shards 0..N-1 cover the corpus exactly once.
+  const auto [shard_index, shard_count] = shard_of(a.shard);
+  if (shard_count > 1) {
+    std::vector<ocr::InputFile> mine;
+    for (size_t k = 0; k < files.size(); ++k)
+      if (static_cast<int64_t>(k % static_cast<size_t>(shard_count)) == shard_index) mine.push_back(files[k]);
+    spdlog::info("shard {}/{}: {} of {} inputs", shard_index, shard_count, mine.size(), files.size());
+    files.swap(mine);
+  }
   for (const auto& e : walk_errors) {
     std::cerr << "ocr-cli: error: " << e << "\n";
     fail(e.substr(0, e.find(':')), 0, e);
@@ -335,6 +411,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"md", "jsonl"}));
   app.add_flag("--force", a.force, "Redo inputs whose output file exists");
   app.add_flag("-q,--quiet", a.quiet, "No summary line");
+  app.add_option("--files-from", a.files_from, "Also read input paths from this file (- for stdin), one per line");
+  app.add_flag("-0,--null", a.null_separated, "--files-from is NUL-separated (find -print0)");
+  app.add_option("--shard", a.shard, "i/N: process every N-th input from the i-th (0-based); default from "
+                 "SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX with OCR_SHARD_COUNT");
   app.add_flag("--no-ngram", a.no_ngram, "Disable the windowed n-gram blocker");
   app.add_option("--no-repeat-ngram", a.no_repeat_ngram, "HF no_repeat_ngram_size over the whole sequence (0: off)");
   app.add_option("--max-tiles", a.max_tiles, "Most tiles in gundam mode (default from the model: 9)");
@@ -397,7 +477,13 @@ int main(int argc, char** argv) {
       return ocr::cli::run_detokenize(tokenizer_path(model_dir), skip_special, std::cin, std::cout);
     if (ben->parsed()) return ocr::run_bench(bench, std::cout);
     if (par->parsed()) return ocr::run_parity(parity, std::cout) == 0 ? ocr::kExitOk : ocr::kExitFatal;
-    if (a.inputs.empty()) {
+    try {
+      shard_of(a.shard);
+    } catch (const std::invalid_argument& e) {
+      std::cerr << "ocr-cli: error: " << e.what() << "\n";
+      return ocr::kExitUsage;
+    }
+    if (a.inputs.empty() && a.files_from.empty()) {
       std::cerr << app.help() << "\nocr-cli: error: no input given\n";
       return ocr::kExitUsage;
     }
