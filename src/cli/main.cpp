@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <unistd.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -85,6 +87,48 @@ struct OcrArgs {
   std::string files_from;    // read more inputs from this file ("-": stdin), one per line
   bool null_separated = false;  // -0: --files-from is NUL-separated (find -print0)
   std::string shard;         // "i/N": keep every N-th input starting at i
+  double progress_every = 10;  // seconds between plain progress lines when stderr is not a terminal
+};
+
+// Progress on stderr: a live bar redrawn in place on a terminal, a plain line every few seconds
+// otherwise, nothing with --quiet.
+class Progress {
+ public:
+  Progress(size_t total_files, bool quiet, double every)
+      : total_(total_files), quiet_(quiet), tty_(::isatty(2) != 0), every_(every),
+        start_(std::chrono::steady_clock::now()), last_(start_) {}
+  void update(size_t files_done, int pages, int64_t tokens, int failures, bool force = false) {
+    if (quiet_) return;
+    const auto now = std::chrono::steady_clock::now();
+    const double since = std::chrono::duration<double>(now - last_).count();
+    if (!force && !tty_ && since < every_) return;
+    if (!force && tty_ && since < 0.2) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    const double rate = secs > 0 ? files_done / secs : 0;
+    const double eta = rate > 0 ? (total_ - files_done) / rate : 0;
+    char line[256];
+    std::snprintf(line, sizeof line, "%zu/%zu files, %d pages, %.2f pages/s, %.0f tokens/s, %d failed, ETA %.0fs",
+                  files_done, total_, pages, secs > 0 ? pages / secs : 0.0, secs > 0 ? tokens / secs : 0.0, failures, eta);
+    if (tty_) {
+      const int width = 24;
+      const int filled = total_ ? static_cast<int>(width * files_done / total_) : width;
+      std::fprintf(stderr, "\r[%s%s] %s\x1b[K", std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), line);
+      drawn_ = true;
+    } else {
+      std::fprintf(stderr, "ocr-cli: progress: %s\n", line);
+    }
+  }
+  void finish() {
+    if (drawn_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  size_t total_;
+  bool quiet_, tty_;
+  double every_;
+  std::chrono::steady_clock::time_point start_, last_;
+  bool drawn_ = false;
 };
 
 // Parses "i/N" (0 <= i < N); also from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or
@@ -234,7 +278,11 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
     fail(e.substr(0, e.find(':')), 0, e);
   }
   bool interrupted = false;
+  Progress progress(files.size(), a.quiet, a.progress_every);
+  size_t files_done = 0;
   for (const auto& file : files) {
+    progress.update(files_done, n_pages, n_tokens, n_failed);
+    ++files_done;
     if (g_interrupted.load()) {
       interrupted = true;
       break;
@@ -357,6 +405,8 @@ int run_ocr(const OcrArgs& a, const std::string& model_dir) {
     }
   }
   if (g_interrupted.load()) interrupted = true;
+  progress.update(files_done, n_pages, n_tokens, n_failed, /*force=*/files.size() > 1 && !interrupted);
+  progress.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   if (!a.quiet && (to_dir || files.size() > 1))
     std::cerr << "ocr-cli: " << n_docs << " files, " << n_pages << " pages, " << n_failed << " failed, " << n_skipped
@@ -410,7 +460,9 @@ int main(int argc, char** argv) {
   app.add_option("--format", a.format, "md, or jsonl (one record per page)")->capture_default_str()
       ->check(CLI::IsMember({"md", "jsonl"}));
   app.add_flag("--force", a.force, "Redo inputs whose output file exists");
-  app.add_flag("-q,--quiet", a.quiet, "No summary line");
+  app.add_flag("-q,--quiet", a.quiet, "No progress and no summary on stderr");
+  app.add_option("--progress-every", a.progress_every,
+                 "Seconds between progress lines when stderr is not a terminal")->capture_default_str();
   app.add_option("--files-from", a.files_from, "Also read input paths from this file (- for stdin), one per line");
   app.add_flag("-0,--null", a.null_separated, "--files-from is NUL-separated (find -print0)");
   app.add_option("--shard", a.shard, "i/N: process every N-th input from the i-th (0-based); default from "

@@ -58,6 +58,13 @@ with tempfile.TemporaryDirectory() as tmp:
         md = (out / "c" / "manual.md").read_text()
         check("pdf pages separated in the file", md.count("<--- Page Split --->") == 1, md)
     check("summary on stderr", "files," in r.stderr and "pages/s" in r.stderr, r.stderr)
+    out_p = tmp / "out-progress"
+    rp = run([str(src), "-o", str(out_p), "--pages", "1", "--progress-every", "0"])
+    lines = [l for l in rp.stderr.splitlines() if l.startswith("ocr-cli: progress:")]
+    check("plain progress lines when stderr is not a terminal", len(lines) >= 4 and "4/4 files" in lines[-1]
+          and "ETA" in lines[-1], rp.stderr)
+    rq = run([str(src), "-o", str(tmp / "out-quiet"), "--pages", "1", "--progress-every", "0", "-q"])
+    check("--quiet: no progress, no summary", "progress" not in rq.stderr and "files," not in rq.stderr, rq.stderr)
 
     # Resume: a rerun skips finished files (unchanged), retries the broken one; --force redoes.
     before = {f: (out / f).stat().st_mtime_ns for f in expect if f != "_failed.jsonl"}
