@@ -7,6 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from checks import Checks  # noqa: E402
+
 CLI = os.environ["OCR_CLI"]
 # A model crafted to answer 5 tokens then EOS (pages succeed); the random one never stops.
 MODEL = str(Path(os.environ["OCR_TEST_MODELS"]) / "tiny-stop")
@@ -15,16 +18,7 @@ SRC = Path(os.environ["OCR_SOURCE_DIR"])
 SHARED = Path(os.environ["OCR_SHARED_DIR"])
 PAGE = SRC / "tests" / "data" / "sample_page.png"
 
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
+check = Checks("cli")
 
 
 def run(args, stdin=None):
@@ -100,5 +94,4 @@ if (fixture / "cases.json").exists():
     check("parity fails on the wrong model", rp.returncode == 1 and "FAIL a1_gundam_portrait" in out, out[-2000:])
     check("parity reports views still exact", "pixels_u8                          0.00e+00" in out, out[:2000])
 
-print(f"cli: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+check.finish()

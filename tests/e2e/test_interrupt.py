@@ -10,21 +10,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from checks import Checks  # noqa: E402
+
 CLI = os.environ["OCR_CLI"]
 SRC = Path(os.environ["OCR_SOURCE_DIR"])
 MODEL = str(Path(os.environ["OCR_TEST_MODELS"]) / "tiny-stop")
 PAGE = SRC / "tests" / "data" / "sample_page.png"
 
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {str(detail)[:2000]}")
+check = Checks("interrupt")
 
 
 def tree(d):
@@ -60,5 +54,4 @@ with tempfile.TemporaryDirectory() as tmp:
         check(f"{sig.name}: rerun resumes", again.returncode == 0 and "already done" in again.stderr, again.stderr[-500:])
         check(f"{sig.name}: final outputs identical", tree(out) == expected, sorted(tree(out)))
 
-print(f"interrupt: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+check.finish()

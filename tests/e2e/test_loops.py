@@ -8,6 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from checks import Checks  # noqa: E402
+
 import numpy as np
 from PIL import Image
 
@@ -18,16 +21,7 @@ MODELS = Path(os.environ["OCR_TEST_MODELS"])
 PY = sys.executable
 PAGE = SRC / "tests" / "data" / "sample_page.png"
 
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {str(detail)[:3000]}")
+check = Checks("loops")
 
 
 def run(args):
@@ -85,5 +79,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check("same seed same output", a.stdout == b.stdout and a.stdout.strip() != "", (a.stdout, b.stdout))
     check("other seed other output", a.stdout != c.stdout, (a.stdout, c.stdout))
 
-print(f"loops: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+check.finish()

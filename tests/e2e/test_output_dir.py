@@ -9,6 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from checks import Checks  # noqa: E402
+
 CLI = os.environ["OCR_CLI"]
 SRC = Path(os.environ["OCR_SOURCE_DIR"])
 MODEL = str(Path(os.environ["OCR_TEST_MODELS"]) / "tiny-stop")
@@ -16,16 +19,7 @@ PAGE = SRC / "tests" / "data" / "sample_page.png"
 MANUAL = next((Path(p) for p in ["/usr/share/doc/libtasn1-doc/libtasn1.pdf",
                                  "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf"] if Path(p).exists()), None)
 
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {str(detail)[:2000]}")
+check = Checks("output_dir")
 
 
 def run(args):
@@ -86,5 +80,4 @@ with tempfile.TemporaryDirectory() as tmp:
     r5 = run([str(PAGE), "--format", "jsonl"])
     check("jsonl to stdout", r5.returncode == 0 and json.loads(r5.stdout)["input"].endswith("sample_page.png"), r5.stdout)
 
-print(f"output_dir: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+check.finish()

@@ -8,21 +8,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from checks import Checks  # noqa: E402
+
 CLI = os.environ["OCR_CLI"]
 SRC = Path(os.environ["OCR_SOURCE_DIR"])
 MODEL = str(Path(os.environ["OCR_TEST_MODELS"]) / "tiny-stop")
 PAGE = SRC / "tests" / "data" / "sample_page.png"
 
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {str(detail)[:2000]}")
+check = Checks("shards")
 
 
 def run(args, env=None, stdin=None):
@@ -69,5 +63,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check("files-from NUL list on stdin", r.returncode == 0 and outputs(tmp / "l2") == sorted(f"page {i}.md" for i in range(7)),
           (r.stderr, outputs(tmp / "l2")))
 
-print(f"shards: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+check.finish()

@@ -10,6 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from checks import Checks  # noqa: E402
+
 SRC = Path(os.environ["OCR_SOURCE_DIR"])
 BUILD = Path(os.environ["OCR_BUILD_DIR"])
 MODELS = Path(os.environ["OCR_TEST_MODELS"])
@@ -18,16 +21,7 @@ EXPORT = SRC / "scripts" / "export.py"
 OPS = BUILD / "libocr_ops.so"
 HF = MODELS / "tiny-hf"
 
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {str(detail)[:3000]}")
+check = Checks("export")
 
 
 def export(ckpt, out, *extra):
@@ -144,5 +138,4 @@ with tempfile.TemporaryDirectory() as tmp:
     r = export(tmp / "nowhere", tmp / "out-none")
     check("missing folder rejected", r.returncode == 1 and "config.json" in r.stderr, r.stderr)
 
-print(f"export: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+check.finish()
