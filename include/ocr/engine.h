@@ -19,6 +19,14 @@ struct EngineOptions {
   std::string device = "cpu";    // "cpu", "cuda" or "cuda:N"
   bool verify_checksums = true;  // check encoder.pt/decoder.pt against manifest.json at load
   int threads = 0;               // CPU threads for torch; 0 keeps torch's default
+  // Continuous batching (run_stream): pages decoded at once (KV-cache slots). 0: on CUDA as many as
+  // max_gpu_memory allows (at most 256), on CPU 1.
+  int max_batch = 0;
+  // CUDA memory budget in bytes for weights, KV cache and work space (0: the device's free memory
+  // at load). The caching allocator is capped to it, so the run never takes more.
+  int64_t max_gpu_memory = 0;
+  // Positions per KV-cache slot in run_stream (prompt + generated); 0: the model's maximum.
+  int64_t max_seq_len = 0;
 };
 
 struct DecodingOptions {
@@ -31,6 +39,7 @@ struct DecodingOptions {
   double top_p = 1;               // nucleus for sampling
   uint64_t seed = 0;              // sampling seed: the same seed gives the same output on a device
   bool stop_on_loop = true;       // stop a page whose output tail repeats (finish "repetition")
+  bool ignore_eos = false;        // benchmarks: generate exactly max_new_tokens
 };
 
 struct PageInput {
@@ -39,7 +48,13 @@ struct PageInput {
   std::string prompt;             // must contain <image> exactly once
   DecodingOptions decoding;
   TilingOptions tiling;           // tile limits (crop modes)
+  // Optional: the views of `image` for `mode`/`tiling`, made ahead (prepare_views) on a CPU thread
+  // so the engine's thread only runs the model. The image may then be empty.
+  std::shared_ptr<const Views> views;
 };
+
+// Makes page.views from page.image (thread-safe, no torch). Throws InputError for an unknown mode.
+void prepare_views(PageInput& page, const std::vector<ModeSpec>& modes);
 
 struct PageOutput {
   std::vector<int32_t> prompt_ids;
@@ -53,10 +68,23 @@ struct PageOutput {
   double encode_ms = 0;
   double prefill_ms = 0;
   double decode_ms = 0;
+  std::string error;              // run_stream: why the page could not run (finish_reason "error")
 };
 
-// Called from the decoding loop as tokens are produced: (page index in the batch, token id).
-using TokenCallback = std::function<void(size_t, int32_t)>;
+// Called from the decoding loop as tokens are produced: (page index or tag, token id).
+using TokenCallback = std::function<void(uint64_t, int32_t)>;
+
+// Pages for Engine::run_stream, pulled as KV-cache slots free up.
+class PageSource {
+ public:
+  virtual ~PageSource() = default;
+  // Fills `page` and its `tag` and returns true; returns false when no page is ready now
+  // (wait == false), or, with wait == true, when no page will ever come (blocks until one does).
+  virtual bool next(PageInput& page, uint64_t& tag, bool wait) = 0;
+};
+
+// Receives each finished page (any order) with the tag it was pulled with.
+using PageDone = std::function<void(uint64_t tag, PageOutput&& output)>;
 
 class Engine {
  public:
@@ -68,7 +96,19 @@ class Engine {
 
   // Runs a batch of pages together (prefill and decoding batched); results in input order.
   // Throws ocr::InputError for a bad page (empty image, unknown mode, bad prompt).
+  // The batch gets exactly one KV-cache slot per page, sized for its longest page.
   std::vector<PageOutput> run(const std::vector<PageInput>& pages, const TokenCallback& on_token = {});
+
+  // Continuous batching: pages are pulled from `source` whenever a slot is free (encoded and
+  // prefilled together), decoded together step by step, and handed to `done` as each finishes,
+  // while the others go on. A page that cannot run (bad mode or prompt, out of memory even alone)
+  // is handed back with finish_reason "error" and `error` set. Throws Interrupted (cancel flag),
+  // ModelError (device failure).
+  void run_stream(PageSource& source, const PageDone& done, const TokenCallback& on_token = {});
+
+  // KV-cache slots run_stream uses (from max_batch / the memory budget) and their length.
+  int64_t stream_slots() const;
+  int64_t stream_max_len() const;
 
   // While *flag is true, run() stops at the next decoding step and throws ocr::Interrupted.
   void set_cancel_flag(const std::atomic<bool>* flag);

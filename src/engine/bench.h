@@ -15,6 +15,11 @@ struct BenchOptions {
   int tokens_per_page = 1000;     // generated tokens per page (EOS ignored)
   int encoder_pages = 16;         // pages per mode for the encoder figure
   bool skip_throughput = false;
+  // The engine figures (continuous batching, device-side token choice) only, with the engine's
+  // memory budget (0: all free memory): a separate process proves a small card's budget.
+  bool engine_only = false;
+  int64_t max_gpu_memory = 0;
+  int engine_pages = 0;           // pages of the engine throughput run (0: `pages`)
 };
 
 // Runs the benchmark and prints one JSON object to `out`. Returns 0.

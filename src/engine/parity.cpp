@@ -21,6 +21,8 @@
 #include "generate/sampler.h"
 #include "model/decoder_runner.h"
 #include "model/model.h"
+#include "model/step.h"
+#include "kernels/select.h"
 #include "model/safetensors.h"
 #include "ocr/errors.h"
 #include "ocr/image_io.h"
@@ -287,25 +289,35 @@ int run_parity(const ParityOptions& opt, std::ostream& out) {
         const auto ref_banned = to_ids(read_tensor(expected, var + "_step_n_banned"));
         const int64_t vocab = prefill_logits.size(0);
 
-        // (a) Free-running greedy generation with our cache.
+        // (a) Free-running greedy generation with our cache, the token chosen as the engine does:
+        // ocr::select_tokens on the model's device (HF no_repeat_ngram bans, then argmax).
         auto run_cache = cache_after_prefill.clone();
-        NoRepeatNgram blocker(n);
-        blocker.reset(ref_ids);
+        StepState sel = make_step_state(*model, 1, n_ids + n_long + 1, 1);
+        {
+          auto prompt = torch::tensor(std::vector<int32_t>(ref_ids.begin(), ref_ids.end()), torch::kInt);
+          sel.seq[0].narrow(0, 0, n_ids).copy_(prompt);
+          sel.lens.fill_(static_cast<int32_t>(n_ids));
+          auto p = torch::zeros({kernels::kSelectParams}, torch::kInt);
+          p[kernels::kPromptLen] = static_cast<int32_t>(n_ids);
+          p[kernels::kMaxNew] = static_cast<int32_t>(n_long);
+          p[kernels::kNoRepeatN] = n;
+          p[kernels::kState] = kernels::kGreedy;
+          p[kernels::kEos] = man.tokens.eos;
+          sel.params[0].copy_(p);
+        }
+        const auto row0 = torch::zeros({1}, long_opts);
+        const auto no_force = torch::full({1}, -1, long_opts);
         std::vector<int32_t> gen;
-        auto logits = prefill_logits.clone();
+        auto logits = prefill_logits.clone().to(model->device).unsqueeze(0).contiguous();
         for (int step = 0; step < n_long; ++step) {
-          if (n > 0) apply_bans(logits.data_ptr<float>(), vocab, blocker.banned());
-          const int32_t tok = argmax(logits.data_ptr<float>(), vocab);
+          const int32_t tok = static_cast<int32_t>(select_tokens(logits, row0, sel, no_force).item<int64_t>());
           gen.push_back(tok);
-          blocker.push(tok);
           if (tok == man.tokens.eos) break;
           auto e = embed_ids(*model, torch::full({1, 1}, tok, long_opts));
           const int64_t pos = n_ids + step;
           logits = decoder_forward(*model, e, torch::full({1, 1}, pos, long_opts), run_cache, slot, pos + 1,
                                    torch::zeros({1}, long_opts))
-                       .logits[0]
-                       .cpu()
-                       .contiguous();
+                       .logits.contiguous();
         }
         auto compare_ids = [&](const std::vector<int32_t>& ref, const std::string& what) {
           size_t k = 0;

@@ -24,6 +24,22 @@ TORCH_LIBRARY(ocr, m) {
   m.def(
       "moe_experts(Tensor hidden, Tensor topk_weights, Tensor topk_ids, Tensor w_gate_up, "
       "Tensor w_down) -> Tensor");
+
+  // One decoding step's token choice, on the device that holds the logits (no host sync): the
+  // repetition blockers of spec 6.1 (HF whole-sequence no_repeat_ngram, the windowed blocker over
+  // generated tokens with its whitelist) set banned logits to -inf in place, then greedy argmax
+  // (lowest id on ties), then the token is appended to the slot's sequence. Layout and fields:
+  // src/kernels/select.h.
+  //   logits [m, vocab] float32 (row j belongs to slot rows[j]); rows [m] int64;
+  //   seq [n_slots, max_len] int32; lens [n_slots] int32; params [n_slots, kSelectParams] int32;
+  //   whitelist [n_slots, n_white] int32 (-1 = unused); forced [m] int64 (>= 0: append this
+  //   token instead: no bans, no argmax); next_ids, next_pos [n_slots, 1] int64 (the next decoding
+  //   step's inputs); emitted [m] int64 (token appended, -1 idle row, -2 bans applied and the
+  //   host chooses).
+  m.def(
+      "select_tokens(Tensor(a!) logits, Tensor rows, Tensor(b!) seq, Tensor(c!) lens, "
+      "Tensor(d!) params, Tensor whitelist, Tensor forced, Tensor(e!) next_ids, Tensor(f!) next_pos, "
+      "Tensor(g!) emitted) -> ()");
 }
 
 #include <dlfcn.h>

@@ -94,6 +94,11 @@ torch::Tensor encode_page(LoadedModel& model, const Views& views) { return encod
 
 std::vector<torch::Tensor> encode_pages(LoadedModel& model, const std::vector<const Views*>& pages,
                                         int64_t max_views_per_call) {
+  return encode_pages(model, pages, [max_views_per_call](int) { return max_views_per_call; });
+}
+
+std::vector<torch::Tensor> encode_pages(LoadedModel& model, const std::vector<const Views*>& pages,
+                                        const std::function<int64_t(int side)>& views_per_call) {
   torch::NoGradGuard no_grad;
   // Every view, tagged with its page and its index there (-1: the global view).
   struct Item {
@@ -111,8 +116,9 @@ std::vector<torch::Tensor> encode_pages(LoadedModel& model, const std::vector<co
   std::vector<std::vector<torch::Tensor>> tiles(pages.size());
   for (size_t p = 0; p < pages.size(); ++p) tiles[p].resize(pages[p]->tiles.size());
   for (auto& [side, items] : by_side) {
-    for (size_t start = 0; start < items.size(); start += static_cast<size_t>(max_views_per_call)) {
-      const size_t end = std::min(items.size(), start + static_cast<size_t>(max_views_per_call));
+    const size_t per_call = static_cast<size_t>(std::max<int64_t>(1, views_per_call(side)));
+    for (size_t start = 0; start < items.size(); start += per_call) {
+      const size_t end = std::min(items.size(), start + per_call);
       std::vector<const ImageU8*> views;
       for (size_t i = start; i < end; ++i) views.push_back(items[i].view);
       auto pixels = views_to_pixels(views, model.pixel_lut).to(model.device, /*non_blocking=*/true);

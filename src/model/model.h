@@ -4,6 +4,7 @@
 #include <torch/script.h>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,5 +47,8 @@ torch::Tensor encode_page(LoadedModel& model, const Views& views);
 // together (at most max_views_per_call per call). Results in page order.
 std::vector<torch::Tensor> encode_pages(LoadedModel& model, const std::vector<const Views*>& pages,
                                         int64_t max_views_per_call = 64);
+// The same with a cap per view side (views of that side per encoder call).
+std::vector<torch::Tensor> encode_pages(LoadedModel& model, const std::vector<const Views*>& pages,
+                                        const std::function<int64_t(int side)>& views_per_call);
 
 }  // namespace ocr
