@@ -54,4 +54,27 @@ stamp "engine under a 22 GiB budget (a 24 GB card), separate process"
 "$build/ocr-cli" bench --model "$work/full" --device cuda --engine-only --max-gpu-memory 22GiB \
   --pages 256 --engine-pages ${OCR_BUDGET_PAGES:-64} --tokens-per-page ${OCR_BUDGET_TOKENS:-200} --decode-tokens 64 \
   > "$out/bench_22gib.json" 2>> "$logs" || stamp "22 GiB run failed"
+stamp "the product path: ocr-cli on a folder of page images (pipelined CPU work, continuous batching)"
+pages_dir="$work/pages"
+if [ ! -d "$pages_dir" ]; then
+  $py - "$pages_dir" "${OCR_CLI_PAGES:-128}" <<'PY'
+import sys, os, numpy as np
+from PIL import Image
+out, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(out)
+rng = np.random.default_rng(0)
+for i in range(n):
+    img = np.full((1584, 1224, 3), 250, np.uint8)
+    for y in range(60, 1520, 36):            # text-like lines of random "words"
+        x = 80
+        while x < 1120:
+            w = int(rng.integers(20, 90))
+            img[y:y + 16, x:min(x + w, 1140)] = 30
+            x += w + int(rng.integers(10, 20))
+    Image.fromarray(img).save(f"{out}/page{i:04d}.png")
+PY
+fi
+/usr/bin/time -v "$build/ocr-cli" "$pages_dir" -o "$work/cli-out" --force --model "$work/full" --device cuda \
+  --format jsonl --max-tokens ${OCR_CLI_TOKENS:-500} --no-retry ${OCR_CLI_ARGS:-} > "$out/cli_run.txt" 2>&1 || true
+grep -E "ocr-cli: [0-9]+ files|Maximum resident|Elapsed" "$out/cli_run.txt" | tee -a "$logs" >&2
 stamp "done"

@@ -18,7 +18,8 @@ if [ -z "${OCR_SKIP_APT:-}" ]; then
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   pkgs="build-essential cmake ninja-build pkg-config git xz-utils python3 python3-venv python3-pip
         libopencv-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-        libsentencepiece-dev libpoppler-cpp-dev libtasn1-doc shared-mime-info"
+        libsentencepiece-dev libpoppler-cpp-dev libtasn1-doc shared-mime-info
+        clang libclang-rt-dev"
   missing=""
   for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

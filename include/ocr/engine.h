@@ -27,6 +27,8 @@ struct EngineOptions {
   int64_t max_gpu_memory = 0;
   // Positions per KV-cache slot in run_stream (prompt + generated); 0: the model's maximum.
   int64_t max_seq_len = 0;
+  // Warnings of the engine (out-of-memory recovery), one line each; none when empty.
+  std::function<void(const std::string&)> log;
 };
 
 struct DecodingOptions {

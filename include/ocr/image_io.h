@@ -20,6 +20,17 @@ struct DecodeOptions {
 ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
                      const DecodeOptions& options = {});
 
+// Pages of an image file: the directories of a TIFF (multi-page scans, faxes), 1 for other formats.
+// Throws ocr::InputError naming `name` when a TIFF's directory chain is cut off or damaged.
+int count_image_pages(const std::vector<uint8_t>& bytes, const std::string& name);
+
+// Decodes page `index0` (0-based) of a multi-page TIFF as decode_image decodes a first page, after
+// checking that page's size against max_pixels and its image data for a cut-off file; errors say
+// "NAME: page N" when the TIFF has several pages. For other formats only index0 = 0 exists and
+// this is decode_image. (src/io/tiff.cpp)
+ImageU8 decode_image_page(const std::vector<uint8_t>& bytes, int index0, const std::string& name,
+                          const DecodeOptions& options = {});
+
 // Reads a whole file (or "-" for stdin); throws ocr::InputError naming the file.
 std::vector<uint8_t> read_file_bytes(const std::string& path);
 

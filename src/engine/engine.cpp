@@ -46,14 +46,21 @@ int64_t pow2_at_least(int64_t n, int64_t floor) {
   return p;
 }
 
+// One line: c10 errors carry a C++ backtrace in what().
+std::string message_of(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  return e.what();
+}
+
 bool is_oom(const std::exception& e) {
   if (dynamic_cast<const c10::OutOfMemoryError*>(&e)) return true;
   const std::string what = e.what();
   return what.find("out of memory") != std::string::npos;
 }
 
-// Fault injection for the tests of out-of-memory recovery (no GPU needed):
-// OCR_FAULT_OOM="admit:N" or "step:N" throws OutOfMemoryError at the N-th call (1-based).
+// Fault injection for the tests of out-of-memory recovery (no GPU needed): OCR_FAULT_OOM="admit:N"
+// throws OutOfMemoryError at the N-th encode/prefill of two or more pages, "step:N" at the N-th
+// decoding step (1-based), where a CUDA allocation failure would surface.
 void maybe_fail(const char* where) {
   static const std::string spec = [] {
     const char* s = std::getenv("OCR_FAULT_OOM");
@@ -302,7 +309,7 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
   // Encodes and prefills `group` into the free slots `where` (ascending), then takes each page's
   // first token. Throws on out-of-memory (the caller splits the group).
   auto prefill_group = [&](const std::vector<int64_t>& where) {
-    maybe_fail("admit");
+    if (where.size() >= 2) maybe_fail("admit");
     const size_t g = where.size();
     std::vector<const Views*> views;
     for (int64_t s : where) views.push_back(slots[s].job.page.views.get());
@@ -393,7 +400,7 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
       sl.out.n_image_tokens = count_image_tokens(mode, v.tiles_w, v.tiles_h, v.has_tiles());
       sl.out.prompt_ids = build_prompt_ids(m.tokenizer, p.page.prompt, sl.out.n_image_tokens, man.tokens.bos, man.tokens.image);
     } catch (const std::exception& e) {
-      fail_page(std::move(p), e.what());
+      fail_page(std::move(p), message_of(e));
       return false;
     }
     sl.prompt_len = static_cast<int64_t>(sl.out.prompt_ids.size());
@@ -457,10 +464,13 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
       } catch (const std::exception& e) {
         if (!is_oom(e)) throw;
         release_cached_memory(m.device);
+        if (options.log)
+          options.log("out of memory while encoding and prefilling " + std::to_string(at.size()) + " page(s)" +
+                      (at.size() > 1 ? ": halving the group and retrying" : ": the page fails"));
         if (at.size() == 1) {
           slots[at[0]].busy = false;
           ++slots[at[0]].epoch;
-          fail_page(std::move(slots[at[0]].job), std::string("out of memory even alone: ") + e.what());
+          fail_page(std::move(slots[at[0]].job), "out of memory even alone: " + message_of(e));
           return;
         }
         const size_t half = at.size() / 2;
@@ -478,7 +488,7 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     std::vector<int64_t> busy;
     for (int64_t s = 0; s < n_slots; ++s)
       if (slots[s].busy) busy.push_back(s);
-    if (busy.size() <= 1) throw ModelError(std::string("out of memory with a single page: ") + e.what());
+    if (busy.size() <= 1) throw ModelError("out of memory with a single page: " + message_of(e));
     const size_t keep = busy.size() / 2;
     for (size_t i = busy.size(); i-- > keep;) {
       Slot& sl = slots[busy[i]];
@@ -489,6 +499,10 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     }
     slot_limit = busy[keep - 1] + 1;
     if (graphs) graphs = std::make_unique<GraphSteps>(m, state);
+    if (options.log)
+      options.log("out of memory in a decoding step: " + std::to_string(busy.size() - keep) +
+                  " page(s) evicted back to the queue (they restart), at most " + std::to_string(slot_limit) +
+                  " slots from now");
   };
 
   struct InFlight {

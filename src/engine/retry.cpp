@@ -5,13 +5,11 @@
 
 namespace ocr {
 
-namespace {
-
 PageAttempt attempt_of(const PageInput& p, const PageOutput& o) {
   return {p.mode, p.tiling.max_tiles, p.decoding.temperature, o.finish_reason};
 }
 
-std::string describe(const PageInput& p) {
+std::string describe_attempt(const PageInput& p) {
   std::ostringstream s;
   s << "mode " << p.mode;
   if (p.mode == "gundam") s << ", max " << p.tiling.max_tiles << " tiles";
@@ -19,8 +17,6 @@ std::string describe(const PageInput& p) {
     s << ", sampling T=" << p.decoding.temperature << " top-p " << p.decoding.top_p << " seed " << p.decoding.seed;
   return s.str();
 }
-
-}  // namespace
 
 std::vector<PageInput> retry_ladder(const PageInput& page, const std::vector<ModeSpec>& modes,
                                     const RetryPolicy& policy) {
@@ -70,7 +66,7 @@ std::vector<ProcessedPage> run_pages(Engine& engine, const std::vector<PageInput
     for (size_t step = 0; step < ladder.size() && r.failed(); ++step) {
       if (log)
         log(index[k], "finish " + r.output.finish_reason + "; retry " + std::to_string(step + 1) + "/" +
-                          std::to_string(ladder.size()) + " with " + describe(ladder[step]));
+                          std::to_string(ladder.size()) + " with " + describe_attempt(ladder[step]));
       auto o = engine.run({ladder[step]});
       r.attempts.push_back(attempt_of(ladder[step], o[0]));
       r.output = std::move(o[0]);

@@ -38,6 +38,11 @@ struct ProcessedPage {
 std::vector<PageInput> retry_ladder(const PageInput& page, const std::vector<ModeSpec>& modes,
                                     const RetryPolicy& policy);
 
+// "mode gundam, max 18 tiles, sampling T=0.3 top-p 0.9 seed 0": a rung, for logs.
+std::string describe_attempt(const PageInput& page);
+// The record of one attempt.
+PageAttempt attempt_of(const PageInput& page, const PageOutput& output);
+
 // Runs `pages` as one batch, then the ladder for each failed page. `log` gets one line per retry.
 std::vector<ProcessedPage> run_pages(Engine& engine, const std::vector<PageInput>& pages,
                                      const RetryPolicy& policy,

@@ -1,5 +1,7 @@
 #include "io/image_header.h"
 
+#include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstring>
 #include <string>
@@ -71,6 +73,21 @@ struct Tiff {
 constexpr uint32_t kTiffImageWidth = 256;
 constexpr uint32_t kTiffImageLength = 257;
 constexpr uint32_t kTiffOrientation = 0x0112;
+// CRC-32 of PNG chunks (ISO 3309, as zlib's crc32).
+uint32_t crc32(const uint8_t* p, size_t n) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+  return c ^ 0xffffffffu;
+}
 
 int orientation_from_tiff(Bytes b) {
   const int64_t v = Tiff(b).ifd0_tag(kTiffOrientation);
@@ -90,10 +107,19 @@ template <typename Fn>
 size_t walk_jpeg_segments(const Bytes& b, Fn fn) {
   size_t pos = 2;
   while (b.has(pos, 2)) {
-    if (b.data[pos] != 0xff) return 0;
+    // Junk where a marker belongs is skipped, as libjpeg's next_marker and Pillow skip it: a stray
+    // byte must not hide the SOF, and with it the --max-pixels check (found by fuzzing).
+    if (b.data[pos] != 0xff) {
+      ++pos;
+      continue;
+    }
     uint8_t marker = b.data[pos + 1];
     if (marker == 0xff) {  // fill byte
       ++pos;
+      continue;
+    }
+    if (marker == 0x00) {  // a stuffed zero outside entropy-coded data is junk too
+      pos += 2;
       continue;
     }
     pos += 2;
@@ -271,7 +297,7 @@ std::string find_truncation(const uint8_t* data, size_t size) {
   const Bytes b{data, size};
   if (is_jpeg(b)) {
     size_t scan = walk_jpeg_segments(b, [](uint8_t, size_t, size_t) { return true; });
-    // Markers we cannot walk (stray bytes libjpeg tolerates): fall back to any end-of-image marker.
+    // Segments we cannot walk (one cut off, EOI before any scan): fall back to any end-of-image marker.
     if (scan == 0) scan = 2;
     // Entropy-coded data never holds FF D9 (an FF there is followed by 00 or a restart marker),
     // so the first FF D9 after the first scan header is the end of the image.
@@ -281,16 +307,69 @@ std::string find_truncation(const uint8_t* data, size_t size) {
     return "truncated JPEG data (no end-of-image marker)";
   }
   if (is_png(b)) {
+    // libpng reports these on stderr before failing; Pillow refuses them too.
+    if (!b.has(8, 8)) return "truncated PNG data (no IHDR chunk)";
+    if (!b.starts(12, "IHDR", 4) || b.be32(8) != 13) return "corrupt PNG data (the first chunk is not a 13-byte IHDR)";
+    if (b.has(16, 8) && (b.be32(16) == 0 || b.be32(20) == 0 || b.be32(16) > 0x7fffffff || b.be32(20) > 0x7fffffff)) {
+      return "corrupt PNG data (IHDR claims " + std::to_string(b.be32(16)) + "x" + std::to_string(b.be32(20)) +
+             " pixels)";
+    }
     size_t pos = 8;
     while (b.has(pos, 8)) {
       const size_t len = b.be32(pos);
       if (len > 0x7fffffff || !b.has(pos + 8, len + size_t{4})) {
         return "truncated PNG data (chunk at byte " + std::to_string(pos) + " is cut off)";
       }
+      if (crc32(data + pos + 4, len + 4) != b.be32(pos + 8 + len)) {
+        return "corrupt PNG data (checksum mismatch in the " + std::string(reinterpret_cast<const char*>(data + pos + 4), 4) +
+               " chunk at byte " + std::to_string(pos) + ")";
+      }
       if (b.starts(pos + 4, "IEND", 4)) return "";
       pos += 12 + len;
     }
     return "truncated PNG data (no IEND chunk)";
+  }
+  if (b.starts(0, "BM", 2)) {
+    // OpenCV throws on a short header or short rows and prints the exception itself.
+    if (!b.has(14, 4) || !b.has(14, std::max<uint32_t>(b.le32(14), 12))) return "truncated BMP data (the header is cut off)";
+    const uint64_t pixel_offset = b.le32(10);
+    const uint32_t dib = b.le32(14);
+    if (pixel_offset > size) return "truncated BMP data (the pixels would start at byte " + std::to_string(pixel_offset) + ")";
+    // Uncompressed rows (BI_RGB, BI_BITFIELDS); the last row's padding may be missing, as some
+    // writers leave it out.
+    int64_t w = 0, h = 0;
+    uint32_t bpp = 0, compression = 0;
+    if (dib == 12 && b.has(18, 8)) {
+      w = b.le16(18);
+      h = b.le16(20);
+      bpp = b.le16(24);
+    } else if (dib >= 40 && b.has(18, 16)) {
+      w = static_cast<int32_t>(b.le32(18));
+      h = static_cast<int32_t>(b.le32(22));
+      bpp = b.le16(28);
+      compression = b.le32(30);
+    }
+    if (h < 0) h = -h;
+    if (w > 0 && h > 0 && (compression == 0 || compression == 3) &&
+        (bpp == 1 || bpp == 4 || bpp == 8 || bpp == 16 || bpp == 24 || bpp == 32)) {
+      const uint64_t row = (static_cast<uint64_t>(w) * bpp + 31) / 32 * 4;
+      const uint64_t last_row = (static_cast<uint64_t>(w) * bpp + 7) / 8;
+      if (row <= (UINT64_MAX / 2) / static_cast<uint64_t>(h)) {
+        const uint64_t need = pixel_offset + row * static_cast<uint64_t>(h - 1) + last_row;
+        if (size < need) {
+          return "truncated BMP data (" + std::to_string(size) + " bytes, the header needs " + std::to_string(need) + ")";
+        }
+      }
+    }
+    return "";
+  }
+  if (is_webp(b)) {
+    // OpenCV reads 32 header bytes unchecked and prints the exception; libwebp needs the whole RIFF.
+    const uint64_t riff_end = uint64_t{b.le32(4)} + 8;
+    if (size < 32 || riff_end > size) {
+      return "truncated WebP data (" + std::to_string(size) + " bytes, the RIFF header says " + std::to_string(riff_end) + ")";
+    }
+    return "";
   }
   return "";
 }

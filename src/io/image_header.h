@@ -23,9 +23,11 @@ ImageHeader read_image_header(const uint8_t* data, size_t size);
 // 0 when there is none or it cannot be read.
 int read_exif_orientation(const uint8_t* data, size_t size);
 
-// Describes how the data of a PNG or JPEG stream is cut off ("" when complete, or for other
-// formats). Checked before decoding because libjpeg pads a cut-off JPEG with grey and only warns,
-// and libpng reports a cut-off PNG on stderr.
+// Describes how a PNG, JPEG, BMP or WebP stream is cut off or structurally broken ("" when it
+// looks whole, or for other formats; TIFF is checked by io/tiff.h). Checked before decoding because
+// libjpeg pads a cut-off JPEG with grey and only warns, libpng reports a cut-off or corrupt PNG
+// (zero size, checksum mismatch) on stderr, and OpenCV prints its own exception for a short BMP or
+// WebP: a batch over damaged files must print one line per file.
 std::string find_truncation(const uint8_t* data, size_t size);
 
 }  // namespace ocr::io

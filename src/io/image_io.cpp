@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "io/image_header.h"
+#include "io/tiff.h"
 #include "ocr/errors.h"
 
 namespace ocr {
@@ -139,15 +140,37 @@ ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
     throw InputError(name + ": file of " + std::to_string(bytes.size()) +
                      " bytes is larger than the 2 GiB the decoders accept");
   }
-  const io::ImageHeader header = io::read_image_header(bytes.data(), bytes.size());
+  io::ImageHeader header = io::read_image_header(bytes.data(), bytes.size());
+  if (header.format.empty() && io::is_tiff_data(bytes.data(), bytes.size())) {
+    // BigTIFF: the first page's size from its directory (throws InputError when it is damaged).
+    const io::TiffLayout layout = io::read_tiff_layout(bytes.data(), bytes.size(), name);
+    header.format = "TIFF";
+    if (!layout.pages.empty()) {
+      header.width = layout.pages.front().width;
+      header.height = layout.pages.front().height;
+    }
+  }
   // Divided, not multiplied: header sizes are untrusted 32-bit values.
   if (header.has_size() && header.width > options.max_pixels / header.height) {
     throw InputError(name + ": image is " + std::to_string(header.width) + "x" +
                      std::to_string(header.height) + " pixels, over the --max-pixels limit of " +
                      std::to_string(options.max_pixels));
   }
+  // Only the formats probed above reach the decoders: OpenCV also reads Radiance HDR, PFM, PAM,
+  // Sun raster, JPEG 2000, OpenEXR and DICOM, where a 100-byte file made it allocate gigabytes
+  // before the size check below (found by fuzzing).
+  if (header.format.empty()) {
+    throw InputError(name + ": not a supported image format (first bytes " +
+                     first_bytes_hex(bytes) + ")");
+  }
   const std::string truncation = io::find_truncation(bytes.data(), bytes.size());
   if (!truncation.empty()) throw InputError(name + ": " + truncation);
+  // Nor do images whose size the probe cannot read (a TIFF width stored as SLONG, which libtiff
+  // accepts; found by fuzzing): the decoders would size their buffers from it unchecked.
+  if (!header.has_size()) {
+    throw InputError(name + ": corrupt or truncated " + header.format +
+                     " data (no image size in its header)");
+  }
 
   // EXIF orientation is applied by us below, the same way for JPEG, PNG and WebP (OpenCV 4.6 reads
   // it only from JPEG).
@@ -160,15 +183,9 @@ ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
   } catch (const cv::Exception& e) {
     std::string what = e.err.empty() ? e.what() : e.err;
     std::replace(what.begin(), what.end(), '\n', ' ');
-    throw InputError(name + ": cannot decode " +
-                     (header.format.empty() ? std::string("image") : header.format) + " (" + what +
-                     ")");
+    throw InputError(name + ": cannot decode " + header.format + " (" + what + ")");
   }
   if (decoded.empty()) {
-    if (header.format.empty()) {
-      throw InputError(name + ": not a supported image format (first bytes " +
-                       first_bytes_hex(bytes) + ")");
-    }
     throw InputError(name + ": corrupt or truncated " + header.format + " data");
   }
   if (static_cast<int64_t>(decoded.cols) * decoded.rows > options.max_pixels) {

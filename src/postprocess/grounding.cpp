@@ -1,6 +1,8 @@
 #include "postprocess/grounding.h"
 
+#include <algorithm>
 #include <cctype>
+#include <climits>
 #include <cstdlib>
 
 #include "engine/prompt.h"
@@ -24,7 +26,9 @@ std::vector<std::array<int, 4>> parse_boxes(const std::string& det) {
       nums.clear();
       ++i;
     } else if (c == ']') {
-      if (nums.size() == 4) boxes.push_back({int(nums[0]), int(nums[1]), int(nums[2]), int(nums[3])});
+      // Saturated to int (a plain narrowing would wrap 4294967796 to 500, a wrong box).
+      auto clamp = [](long v) { return static_cast<int>(std::clamp<long>(v, INT_MIN, INT_MAX)); };
+      if (nums.size() == 4) boxes.push_back({clamp(nums[0]), clamp(nums[1]), clamp(nums[2]), clamp(nums[3])});
       nums.clear();
       --depth;
       ++i;
@@ -97,8 +101,15 @@ std::string clean_markdown(const std::string& raw, const std::string& eos_text,
 }
 
 std::array<int, 4> grid_box_to_pixels(const std::array<int, 4>& box, int width, int height) {
-  return {static_cast<int>(box[0] / 999.0 * width), static_cast<int>(box[1] / 999.0 * height),
-          static_cast<int>(box[2] / 999.0 * width), static_cast<int>(box[3] / 999.0 * height)};
+  // int(coord / 999 * side), saturated: a runaway coordinate such as 99999999999 would overflow
+  // the conversion (undefined behaviour; found by fuzzing).
+  auto px = [](int coord, int side) {
+    const double v = coord / 999.0 * side;
+    if (v >= static_cast<double>(INT_MAX)) return INT_MAX;
+    if (v <= static_cast<double>(INT_MIN)) return INT_MIN;
+    return static_cast<int>(v);
+  };
+  return {px(box[0], width), px(box[1], height), px(box[2], width), px(box[3], height)};
 }
 
 }  // namespace ocr
