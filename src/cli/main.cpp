@@ -47,8 +47,9 @@ std::atomic<bool> g_interrupted{false};
 extern "C" void on_signal(int) { g_interrupted.store(true); }
 
 constexpr const char* kExitCodes =
-    "Exit codes: 0 every page succeeded; 1 fatal error (model, device); 2 usage error;\n"
-    "            3 some inputs or pages failed (the others were processed); 130 interrupted.";
+    "Exit codes: 0 every page succeeded; 1 fatal error (model, device, output folder unwritable\n"
+    "            or full: finished files are kept); 2 usage error; 3 some inputs or pages failed\n"
+    "            (the others were processed); 130 interrupted.";
 
 std::string default_model_dir() {
   if (const char* env = std::getenv("OCR_MODEL"); env && *env) return env;

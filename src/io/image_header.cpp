@@ -309,10 +309,12 @@ std::string find_truncation(const uint8_t* data, size_t size) {
   if (is_png(b)) {
     // libpng reports these on stderr before failing; Pillow refuses them too.
     if (!b.has(8, 8)) return "truncated PNG data (no IHDR chunk)";
-    if (!b.starts(12, "IHDR", 4) || b.be32(8) != 13) return "corrupt PNG data (the first chunk is not a 13-byte IHDR)";
-    if (b.has(16, 8) && (b.be32(16) == 0 || b.be32(20) == 0 || b.be32(16) > 0x7fffffff || b.be32(20) > 0x7fffffff)) {
-      return "corrupt PNG data (IHDR claims " + std::to_string(b.be32(16)) + "x" + std::to_string(b.be32(20)) +
-             " pixels)";
+    if (!b.starts(12, "IHDR", 4) || b.be32(8) != 13)
+      return "corrupt PNG data (the first chunk is not a 13-byte IHDR)";
+    if (b.has(16, 8) && (b.be32(16) == 0 || b.be32(20) == 0 || b.be32(16) > 0x7fffffff ||
+                         b.be32(20) > 0x7fffffff)) {
+      return "corrupt PNG data (IHDR claims " + std::to_string(b.be32(16)) + "x" +
+             std::to_string(b.be32(20)) + " pixels)";
     }
     size_t pos = 8;
     while (b.has(pos, 8)) {
@@ -321,8 +323,9 @@ std::string find_truncation(const uint8_t* data, size_t size) {
         return "truncated PNG data (chunk at byte " + std::to_string(pos) + " is cut off)";
       }
       if (crc32(data + pos + 4, len + 4) != b.be32(pos + 8 + len)) {
-        return "corrupt PNG data (checksum mismatch in the " + std::string(reinterpret_cast<const char*>(data + pos + 4), 4) +
-               " chunk at byte " + std::to_string(pos) + ")";
+        return "corrupt PNG data (checksum mismatch in the " +
+               std::string(reinterpret_cast<const char*>(data + pos + 4), 4) + " chunk at byte " +
+               std::to_string(pos) + ")";
       }
       if (b.starts(pos + 4, "IEND", 4)) return "";
       pos += 12 + len;
@@ -331,10 +334,13 @@ std::string find_truncation(const uint8_t* data, size_t size) {
   }
   if (b.starts(0, "BM", 2)) {
     // OpenCV throws on a short header or short rows and prints the exception itself.
-    if (!b.has(14, 4) || !b.has(14, std::max<uint32_t>(b.le32(14), 12))) return "truncated BMP data (the header is cut off)";
+    if (!b.has(14, 4) || !b.has(14, std::max<uint32_t>(b.le32(14), 12)))
+      return "truncated BMP data (the header is cut off)";
     const uint64_t pixel_offset = b.le32(10);
     const uint32_t dib = b.le32(14);
-    if (pixel_offset > size) return "truncated BMP data (the pixels would start at byte " + std::to_string(pixel_offset) + ")";
+    if (pixel_offset > size)
+      return "truncated BMP data (the pixels would start at byte " + std::to_string(pixel_offset) +
+             ")";
     // Uncompressed rows (BI_RGB, BI_BITFIELDS); the last row's padding may be missing, as some
     // writers leave it out.
     int64_t w = 0, h = 0;
@@ -357,17 +363,19 @@ std::string find_truncation(const uint8_t* data, size_t size) {
       if (row <= (UINT64_MAX / 2) / static_cast<uint64_t>(h)) {
         const uint64_t need = pixel_offset + row * static_cast<uint64_t>(h - 1) + last_row;
         if (size < need) {
-          return "truncated BMP data (" + std::to_string(size) + " bytes, the header needs " + std::to_string(need) + ")";
+          return "truncated BMP data (" + std::to_string(size) + " bytes, the header needs " +
+                 std::to_string(need) + ")";
         }
       }
     }
     return "";
   }
   if (is_webp(b)) {
-    // OpenCV reads 32 header bytes unchecked and prints the exception; libwebp needs the whole RIFF.
+    // OpenCV reads 32 header bytes unchecked and prints the exception; libwebp needs the RIFF.
     const uint64_t riff_end = uint64_t{b.le32(4)} + 8;
     if (size < 32 || riff_end > size) {
-      return "truncated WebP data (" + std::to_string(size) + " bytes, the RIFF header says " + std::to_string(riff_end) + ")";
+      return "truncated WebP data (" + std::to_string(size) + " bytes, the RIFF header says " +
+             std::to_string(riff_end) + ")";
     }
     return "";
   }

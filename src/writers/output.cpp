@@ -25,12 +25,13 @@ std::string lower_ext(const std::string& name) {
   const auto dot = name.rfind('.');
   if (dot == std::string::npos || dot == 0) return "";
   std::string e = name.substr(dot + 1);
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(e.begin(), e.end(), e.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return e;
 }
 
 bool is_dir(const std::string& p) {
-  struct stat st{};
+  struct stat st {};
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
@@ -41,7 +42,8 @@ void make_dirs(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0777) == 0) return;
   const int err = errno;
   if (is_dir(dir)) return;  // made by another process meanwhile
-  if (err == EEXIST) throw WriteError(dir + ": cannot create folder (a file of that name is in the way)", ENOTDIR);
+  if (err == EEXIST)
+    throw WriteError(dir + ": cannot create folder (a file of that name is in the way)", ENOTDIR);
   throw WriteError(dir + ": cannot create folder (" + std::strerror(err) + ")", err);
 }
 
@@ -72,7 +74,7 @@ uint64_t fnv1a(const std::string& s) {
 
 // Wall-clock time in the coarse resolution file timestamps have, taken when the program starts.
 int64_t coarse_now_ns() {
-  struct timespec ts{};
+  struct timespec ts {};
   ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
@@ -97,14 +99,15 @@ void remove_temporaries(const std::string& out_path) {
 // kDone test of OutputClaim::take: the output exists (without --force), or was written after this
 // process started (with --force: another --force run did it meanwhile).
 bool output_done(const std::string& path, bool force) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return false;
   if (!force) return true;
   return int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec >= g_process_start_ns;
 }
 
 // Recursive walk with lstat: symbolic links are never followed (no loops, no escapes).
-void walk(const std::string& root, const std::string& rel, std::vector<InputFile>& out, std::vector<std::string>& errors) {
+void walk(const std::string& root, const std::string& rel, std::vector<InputFile>& out,
+          std::vector<std::string>& errors) {
   const std::string dir = rel.empty() ? root : root + "/" + rel;
   DIR* d = ::opendir(dir.c_str());
   if (!d) {
@@ -121,11 +124,12 @@ void walk(const std::string& root, const std::string& rel, std::vector<InputFile
   const auto& exts = input_extensions();
   for (const auto& n : names) {
     const std::string r = rel.empty() ? n : rel + "/" + n;
-    struct stat st{};
+    struct stat st {};
     if (::lstat((root + "/" + r).c_str(), &st) != 0) continue;
     if (S_ISDIR(st.st_mode)) {
       walk(root, r, out, errors);
-    } else if (S_ISREG(st.st_mode) && std::find(exts.begin(), exts.end(), lower_ext(n)) != exts.end()) {
+    } else if (S_ISREG(st.st_mode) &&
+               std::find(exts.begin(), exts.end(), lower_ext(n)) != exts.end()) {
       out.push_back({root + "/" + r, r});
     }
   }
@@ -134,11 +138,13 @@ void walk(const std::string& root, const std::string& rel, std::vector<InputFile
 }  // namespace
 
 const std::vector<std::string>& input_extensions() {
-  static const std::vector<std::string> kExt = {"png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp", "pdf"};
+  static const std::vector<std::string> kExt = {"png",  "jpg", "jpeg", "tif",
+                                                "tiff", "bmp", "webp", "pdf"};
   return kExt;
 }
 
-std::vector<InputFile> expand_inputs(const std::vector<std::string>& args, std::vector<std::string>& errors) {
+std::vector<InputFile> expand_inputs(const std::vector<std::string>& args,
+                                     std::vector<std::string>& errors) {
   std::vector<InputFile> out;
   for (const auto& a : args) {
     if (a != "-" && is_dir(a)) {
@@ -147,13 +153,15 @@ std::vector<InputFile> expand_inputs(const std::vector<std::string>& args, std::
       walk(root, "", out, errors);
     } else {
       const auto slash = a.rfind('/');
-      out.push_back({a, a == "-" ? std::string("stdin") : (slash == std::string::npos ? a : a.substr(slash + 1))});
+      out.push_back({a, a == "-" ? std::string("stdin")
+                                 : (slash == std::string::npos ? a : a.substr(slash + 1))});
     }
   }
   return out;
 }
 
-std::string output_path(const std::string& out_dir, const std::string& relative, const std::string& ext) {
+std::string output_path(const std::string& out_dir, const std::string& relative,
+                        const std::string& ext) {
   std::string clean;
   size_t start = 0;
   while (start <= relative.size()) {
@@ -166,12 +174,13 @@ std::string output_path(const std::string& out_dir, const std::string& relative,
   if (clean.empty()) clean = "output";
   const auto slash = clean.rfind('/');
   const auto dot = clean.rfind('.');
-  if (dot != std::string::npos && (slash == std::string::npos || dot > slash + 1)) clean.resize(dot);
+  if (dot != std::string::npos && (slash == std::string::npos || dot > slash + 1))
+    clean.resize(dot);
   return out_dir + "/" + clean + "." + ext;
 }
 
 bool path_exists(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
 }
 
@@ -230,7 +239,8 @@ void prepare_output_dir(const std::string& out_dir) {
   ::unlink(probe.c_str());
 }
 
-void mark_output_conflicts(std::vector<InputFile>& files, const std::string& out_dir, const std::string& ext) {
+void mark_output_conflicts(std::vector<InputFile>& files, const std::string& out_dir,
+                           const std::string& ext) {
   // Hashes, not paths, are kept (8 bytes an input at 100,000 inputs); a hash match is confirmed on
   // the paths themselves, so a collision of hashes alone never reports a conflict.
   std::unordered_map<uint64_t, size_t> first;
@@ -269,7 +279,8 @@ OutputClaim OutputClaim::take(const std::string& out_dir, const std::string& out
   if (output_done(out_path, force)) return OutputClaim(State::kDone, -1, "", "");
   const std::string lock_dir = out_dir + "/.ocr-cli.locks";
   char name[32];
-  std::snprintf(name, sizeof name, "/%016llx.lock", static_cast<unsigned long long>(fnv1a(out_path)));
+  std::snprintf(name, sizeof name, "/%016llx.lock",
+                static_cast<unsigned long long>(fnv1a(out_path)));
   const std::string lock = lock_dir + name;
   // Retried when the lock file or folder is deleted under us by a process releasing its claim.
   for (int attempt = 0; attempt < 1000; ++attempt) {
@@ -284,18 +295,21 @@ OutputClaim OutputClaim::take(const std::string& out_dir, const std::string& out
     if (fd < 0) {
       const int err = errno;
       if (err == ENOENT) continue;  // the lock file or folder was removed meanwhile
-      throw WriteError(out_path + ": cannot claim (" + std::strerror(err) + ", lock file " + lock + ")", err);
+      throw WriteError(
+          out_path + ": cannot claim (" + std::strerror(err) + ", lock file " + lock + ")", err);
     }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int err = errno;
       ::close(fd);
       if (err == EWOULDBLOCK) return OutputClaim(State::kBusy, -1, "", "");
       if (err == EINTR) continue;
-      throw WriteError(out_path + ": cannot claim (" + std::strerror(err) + ", lock file " + lock + ")", err);
+      throw WriteError(
+          out_path + ": cannot claim (" + std::strerror(err) + ", lock file " + lock + ")", err);
     }
     // The holder we waited on may have deleted the file before unlocking it: then we locked a
     // deleted file and must start over on the path's current file.
-    struct stat held{}, now{};
+    struct stat held {
+    }, now{};
     if (::fstat(fd, &held) != 0 || ::stat(lock.c_str(), &now) != 0 || held.st_ino != now.st_ino ||
         held.st_dev != now.st_dev) {
       ::close(fd);
@@ -313,11 +327,14 @@ OutputClaim OutputClaim::take(const std::string& out_dir, const std::string& out
     }
     return claim;
   }
-  throw WriteError(out_path + ": cannot claim (lock file " + lock + " keeps being replaced)", EAGAIN);
+  throw WriteError(out_path + ": cannot claim (lock file " + lock + " keeps being replaced)",
+                   EAGAIN);
 }
 
 OutputClaim::OutputClaim(OutputClaim&& other) noexcept
-    : state_(other.state_), fd_(other.fd_), lock_path_(std::move(other.lock_path_)),
+    : state_(other.state_),
+      fd_(other.fd_),
+      lock_path_(std::move(other.lock_path_)),
       lock_dir_(std::move(other.lock_dir_)) {
   other.fd_ = -1;
 }

@@ -1,6 +1,6 @@
 // Where results go: input expansion (folders walked), output paths mirrored under -o DIR and kept
-// inside it, per-output claims between processes, atomic file writes, append-only failure logs. POSIX calls only (see parity.cpp on
-// libtorch's std::filesystem copies).
+// inside it, per-output claims between processes, atomic file writes, append-only failure logs.
+// POSIX calls only (see parity.cpp on libtorch's std::filesystem copies).
 #pragma once
 
 #include <string>
@@ -20,7 +20,8 @@ struct InputFile {
 // A failed write under -o DIR, with the errno behind it.
 class WriteError : public InputError {
  public:
-  WriteError(const std::string& what, int error_number) : InputError(what), error_number_(error_number) {}
+  WriteError(const std::string& what, int error_number)
+      : InputError(what), error_number_(error_number) {}
   int error_number() const { return error_number_; }
   // The file system is full or read-only (ENOSPC, EDQUOT, EROFS): every later output would fail
   // the same way, so a batch stops rather than compute pages it cannot keep.
@@ -35,11 +36,13 @@ const std::vector<std::string>& input_extensions();
 
 // Files are kept as given; folders are walked recursively without following symbolic links, keeping
 // files with an input extension, sorted bytewise (a stable order). Unreadable folders go to errors.
-std::vector<InputFile> expand_inputs(const std::vector<std::string>& args, std::vector<std::string>& errors);
+std::vector<InputFile> expand_inputs(const std::vector<std::string>& args,
+                                     std::vector<std::string>& errors);
 
 // out_dir/relative with its extension replaced by `ext`; "..", "." and empty components and any
 // leading "/" are dropped, so no input name can point outside out_dir.
-std::string output_path(const std::string& out_dir, const std::string& relative, const std::string& ext);
+std::string output_path(const std::string& out_dir, const std::string& relative,
+                        const std::string& ext);
 
 bool path_exists(const std::string& path);
 
@@ -47,7 +50,8 @@ bool path_exists(const std::string& path);
 // of the same name given from different folders) get `conflict` set to that earlier input's path:
 // without this the later one would be skipped as "already done" and its text silently lost.
 // Run it before sharding so that every shard agrees on which input keeps the name.
-void mark_output_conflicts(std::vector<InputFile>& files, const std::string& out_dir, const std::string& ext);
+void mark_output_conflicts(std::vector<InputFile>& files, const std::string& out_dir,
+                           const std::string& ext);
 
 // Creates `out_dir` and checks that a file can be created in it, so that an unwritable -o fails at
 // once instead of after the first page's inference. Throws WriteError naming the folder.
