@@ -108,7 +108,7 @@ size_t walk_jpeg_segments(const Bytes& b, Fn fn) {
   size_t pos = 2;
   while (b.has(pos, 2)) {
     // Junk where a marker belongs is skipped, as libjpeg's next_marker and Pillow skip it: a stray
-    // byte must not hide the SOF, and with it the --max-pixels check (found by fuzzing).
+    // byte must not hide the SOF, and with it the --max-pixels check (found with tests/fuzz).
     if (b.data[pos] != 0xff) {
       ++pos;
       continue;
@@ -297,7 +297,7 @@ std::string find_truncation(const uint8_t* data, size_t size) {
   const Bytes b{data, size};
   if (is_jpeg(b)) {
     size_t scan = walk_jpeg_segments(b, [](uint8_t, size_t, size_t) { return true; });
-    // Segments we cannot walk (one cut off, EOI before any scan): fall back to any end-of-image marker.
+    // Segments we cannot walk (one cut off, EOI before any scan): fall back to any EOI marker.
     if (scan == 0) scan = 2;
     // Entropy-coded data never holds FF D9 (an FF there is followed by 00 or a restart marker),
     // so the first FF D9 after the first scan header is the end of the image.

@@ -158,7 +158,7 @@ ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
   }
   // Only the formats probed above reach the decoders: OpenCV also reads Radiance HDR, PFM, PAM,
   // Sun raster, JPEG 2000, OpenEXR and DICOM, where a 100-byte file made it allocate gigabytes
-  // before the size check below (found by fuzzing).
+  // before the size check below (found with tests/fuzz).
   if (header.format.empty()) {
     throw InputError(name + ": not a supported image format (first bytes " +
                      first_bytes_hex(bytes) + ")");
@@ -166,7 +166,7 @@ ImageU8 decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
   const std::string truncation = io::find_truncation(bytes.data(), bytes.size());
   if (!truncation.empty()) throw InputError(name + ": " + truncation);
   // Nor do images whose size the probe cannot read (a TIFF width stored as SLONG, which libtiff
-  // accepts; found by fuzzing): the decoders would size their buffers from it unchecked.
+  // accepts; found with tests/fuzz): the decoders would size their buffers from it unchecked.
   if (!header.has_size()) {
     throw InputError(name + ": corrupt or truncated " + header.format +
                      " data (no image size in its header)");

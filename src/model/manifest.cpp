@@ -14,19 +14,22 @@ namespace fs = std::filesystem;
 namespace {
 
 // An integer field, range-checked before the conversion: get<int>() would truncate 2.5 to 2 and
-// convert 1e300 with undefined behaviour (found by fuzzing).
+// convert 1e300 with undefined behaviour (found with tests/fuzz).
 template <typename T>
 T int_field(const nlohmann::json& obj, const char* key, const std::string& where) {
   const nlohmann::json& v = obj.at(key);
+  constexpr int64_t kMin = std::numeric_limits<T>::min();
+  constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<T>::max());
   bool ok = false;
   if (v.is_number_unsigned()) {
-    ok = v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+    ok = v.get<uint64_t>() <= kMax;
   } else if (v.is_number_integer()) {
-    ok = v.get<int64_t>() >= std::numeric_limits<T>::min() && v.get<int64_t>() <= std::numeric_limits<T>::max();
+    ok = v.get<int64_t>() >= kMin && v.get<int64_t>() <= static_cast<int64_t>(kMax);
   }
   if (!ok)
-    throw ModelError(where + ": field \"" + key + "\" is " + (v.is_number() ? v.dump() : std::string(v.type_name())) +
-                     ", expected an integer of at most " + std::to_string(std::numeric_limits<T>::max()) +
+    throw ModelError(where + ": field \"" + key + "\" is " +
+                     (v.is_number() ? v.dump() : std::string(v.type_name())) +
+                     ", expected an integer of at most " + std::to_string(kMax) +
                      "; re-export the model with scripts/export.py");
   return static_cast<T>(v.get<int64_t>());
 }
@@ -94,12 +97,15 @@ Manifest read_manifest(const std::string& model_dir) {
     m.max_tiles = int_field<int>(img, "max_tiles", path.string());
     // Sizes the preprocessing divides by and the tile range it enumerates (found by fuzzing:
     // patch_size 0 divided by zero below).
-    if (m.patch_size <= 0 || m.downsample_ratio <= 0 || m.patch_size > 4096 || m.downsample_ratio > 4096)
-      throw ModelError(path.string() + ": impossible image sizes (patch_size " + std::to_string(m.patch_size) +
-                       ", downsample_ratio " + std::to_string(m.downsample_ratio) + ")");
+    if (m.patch_size <= 0 || m.downsample_ratio <= 0 || m.patch_size > 4096 ||
+        m.downsample_ratio > 4096)
+      throw ModelError(path.string() + ": impossible image sizes (patch_size " +
+                       std::to_string(m.patch_size) + ", downsample_ratio " +
+                       std::to_string(m.downsample_ratio) + ")");
     if (m.min_tiles < 1 || m.max_tiles < m.min_tiles)
-      throw ModelError(path.string() + ": impossible tile range (min_tiles " + std::to_string(m.min_tiles) +
-                       ", max_tiles " + std::to_string(m.max_tiles) + ")");
+      throw ModelError(path.string() + ": impossible tile range (min_tiles " +
+                       std::to_string(m.min_tiles) + ", max_tiles " + std::to_string(m.max_tiles) +
+                       ")");
     for (const auto& mode : j.at("modes")) {
       ModeSpec s;
       s.name = mode.at("name").get<std::string>();

@@ -28,7 +28,8 @@ std::vector<std::array<int, 4>> parse_boxes(const std::string& det) {
     } else if (c == ']') {
       // Saturated to int (a plain narrowing would wrap 4294967796 to 500, a wrong box).
       auto clamp = [](long v) { return static_cast<int>(std::clamp<long>(v, INT_MIN, INT_MAX)); };
-      if (nums.size() == 4) boxes.push_back({clamp(nums[0]), clamp(nums[1]), clamp(nums[2]), clamp(nums[3])});
+      if (nums.size() == 4)
+        boxes.push_back({clamp(nums[0]), clamp(nums[1]), clamp(nums[2]), clamp(nums[3])});
       nums.clear();
       --depth;
       ++i;

@@ -5,11 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define OCR_FUZZ_CHECK(cond, what)                                                          \
-  do {                                                                                      \
-    if (!(cond)) {                                                                          \
+#define OCR_FUZZ_CHECK(cond, what)                                                             \
+  do {                                                                                         \
+    if (!(cond)) {                                                                             \
       std::fprintf(stderr, "fuzz check failed at %s:%d: %s (%s)\n", __FILE__, __LINE__, #cond, \
-                   what);                                                                   \
-      std::abort();                                                                         \
-    }                                                                                       \
+                   what);                                                                      \
+      std::abort();                                                                            \
+    }                                                                                          \
   } while (0)

@@ -14,7 +14,9 @@ namespace {
 const std::string kRef = "<|ref|>";
 const std::string kRefDet = "<|/ref|><|det|>";
 const std::string kDetEnd = "<|/det|>";
-const std::string kEos = "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>";
+const std::string kEos =
+    "<\xef\xbd\x9c"
+    "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>";
 
 void check_blocks(const std::string& text) {
   const std::vector<ocr::GroundingBlock> blocks = ocr::find_grounding(text);
@@ -22,12 +24,15 @@ void check_blocks(const std::string& text) {
   for (const ocr::GroundingBlock& b : blocks) {
     OCR_FUZZ_CHECK(b.begin >= prev_end && b.begin < b.end && b.end <= text.size(), "block order");
     OCR_FUZZ_CHECK(text.compare(b.begin, kRef.size(), kRef) == 0, "starts with <|ref|>");
-    OCR_FUZZ_CHECK(text.compare(b.end - kDetEnd.size(), kDetEnd.size(), kDetEnd) == 0, "ends with <|/det|>");
+    OCR_FUZZ_CHECK(text.compare(b.end - kDetEnd.size(), kDetEnd.size(), kDetEnd) == 0,
+                   "ends with <|/det|>");
     OCR_FUZZ_CHECK(text.compare(b.begin + kRef.size(), b.label.size(), b.label) == 0, "label");
     OCR_FUZZ_CHECK(b.label.find(kRefDet) == std::string::npos, "non-greedy label");
     OCR_FUZZ_CHECK(b.det.find(kDetEnd) == std::string::npos, "non-greedy det");
-    OCR_FUZZ_CHECK(b.begin + kRef.size() + b.label.size() + kRefDet.size() + b.det.size() +
-                           kDetEnd.size() == b.end, "label and det fill the match");
+    OCR_FUZZ_CHECK(
+        b.begin + kRef.size() + b.label.size() + kRefDet.size() + b.det.size() + kDetEnd.size() ==
+            b.end,
+        "label and det fill the match");
     size_t brackets = 0;
     for (char c : b.det) brackets += c == ']';
     OCR_FUZZ_CHECK(b.boxes.size() <= brackets, "one box per closing bracket at most");
@@ -37,7 +42,8 @@ void check_blocks(const std::string& text) {
         for (int k = 0; k < 4; ++k) {
           const int side = k % 2 == 0 ? width : width / 2 + 1;
           // On the 0..999 grid a coordinate maps into the page.
-          if (box[k] >= 0 && box[k] <= 999) OCR_FUZZ_CHECK(px[k] >= 0 && px[k] <= side, "pixel box");
+          if (box[k] >= 0 && box[k] <= 999)
+            OCR_FUZZ_CHECK(px[k] >= 0 && px[k] <= side, "pixel box");
         }
       }
     }

@@ -16,7 +16,7 @@
 #include "ocr/preprocess.h"
 
 namespace {
-constexpr int64_t kMaxPixels = int64_t{1} << 22;  // 4 Mpx: 12 MB of RGB
+constexpr int64_t kMaxPixels = int64_t{1} << 22;      // 4 Mpx: 12 MB of RGB
 constexpr int64_t kMaxViewPixels = int64_t{1} << 18;  // larger pages skip the preprocessing
 constexpr int kMaxPages = 3;
 
@@ -30,9 +30,11 @@ void check_views(const ocr::ImageU8& image) {
   OCR_FUZZ_CHECK(v.global.width == 128 && v.global.height == 128, "global view size");
   if (v.has_tiles()) {
     OCR_FUZZ_CHECK(v.tiles.size() == size_t(v.tiles_w) * v.tiles_h, "tile count");
-    OCR_FUZZ_CHECK(v.tiles.size() >= size_t(tiling.min_tiles) && v.tiles.size() <= size_t(tiling.max_tiles),
-                   "tile count within the tiling range");
-    for (const ocr::ImageU8& t : v.tiles) OCR_FUZZ_CHECK(t.width == 64 && t.height == 64, "tile size");
+    OCR_FUZZ_CHECK(
+        v.tiles.size() >= size_t(tiling.min_tiles) && v.tiles.size() <= size_t(tiling.max_tiles),
+        "tile count within the tiling range");
+    for (const ocr::ImageU8& t : v.tiles)
+      OCR_FUZZ_CHECK(t.width == 64 && t.height == 64, "tile size");
   }
   OCR_FUZZ_CHECK(ocr::count_image_tokens(crop, v.tiles_w, v.tiles_h, v.has_tiles()) > 0, "tokens");
   const ocr::Views s = ocr::make_views(image, stretch, tiling);

@@ -12,7 +12,9 @@
 
 namespace {
 
-const std::string kEos = "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>";
+const std::string kEos =
+    "<\xef\xbd\x9c"
+    "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>";
 
 void check_layout(const std::string& text, const ocr::PageGeometry& g) {
   const ocr::PageLayout layout = ocr::parse_layout(text, kEos, g);
@@ -44,7 +46,8 @@ void check_layout(const std::string& text, const ocr::PageGeometry& g) {
 void check_text(const std::string& markdown) {
   const std::string text = ocr::markdown_to_text(markdown);
   OCR_FUZZ_CHECK(text.find("\n\n\n") == std::string::npos, "blank lines collapsed");
-  OCR_FUZZ_CHECK(text.empty() || (text.front() != '\n' && text.back() != '\n'), "no outer blank lines");
+  OCR_FUZZ_CHECK(text.empty() || (text.front() != '\n' && text.back() != '\n'),
+                 "no outer blank lines");
   for (size_t nl = text.find('\n'); nl != std::string::npos; nl = text.find('\n', nl + 1))
     OCR_FUZZ_CHECK(nl == 0 || (text[nl - 1] != ' ' && text[nl - 1] != '\t'), "lines trimmed");
 }
@@ -53,10 +56,11 @@ void check_text(const std::string& markdown) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  check_layout(text, {37, 53, 0, 0});        // an image page
+  check_layout(text, {37, 53, 0, 0});          // an image page
   check_layout(text, {64, 48, 612.0, 792.0});  // a PDF page (pixels and points)
   check_layout(text, {1, 1, 0.5, 0.7});
   check_text(text);
-  check_text(ocr::clean_markdown(text, kEos, [](int m) { return "![](images/" + std::to_string(m) + ".jpg)\n"; }));
+  check_text(ocr::clean_markdown(
+      text, kEos, [](int m) { return "![](images/" + std::to_string(m) + ".jpg)\n"; }));
   return 0;
 }

@@ -55,8 +55,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   OCR_FUZZ_CHECK(m.format_version == ocr::kManifestFormatVersion, "format version");
   OCR_FUZZ_CHECK(m.dtype == "bfloat16" || m.dtype == "float32", "dtype");
-  OCR_FUZZ_CHECK(m.hidden > 0 && m.vocab > 0 && m.n_layers > 0 && m.n_heads > 0 && m.max_positions > 0,
-                 "positive dims");
+  OCR_FUZZ_CHECK(
+      m.hidden > 0 && m.vocab > 0 && m.n_layers > 0 && m.n_heads > 0 && m.max_positions > 0,
+      "positive dims");
   OCR_FUZZ_CHECK(m.head_dim > 0 && m.head_dim * m.n_heads == m.hidden, "head_dim");
   for (int32_t id : {m.tokens.bos, m.tokens.eos, m.tokens.image})
     OCR_FUZZ_CHECK(id >= 0 && id < m.vocab, "special token inside the vocabulary");

@@ -90,7 +90,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (int32_t id : raw) {
     const std::string& bytes = tok.token_bytes(id);
-    if (id < 0 || id >= tok.size()) OCR_FUZZ_CHECK(bytes.empty(), "no bytes outside the vocabulary");
+    if (id < 0 || id >= tok.size())
+      OCR_FUZZ_CHECK(bytes.empty(), "no bytes outside the vocabulary");
     if (tok.is_special(id)) OCR_FUZZ_CHECK(id >= 0 && id < tok.size(), "specials are in range");
   }
   return 0;
