@@ -447,8 +447,9 @@ def build_decoder(reader, d, dtype):
         src, dst = f"model.layers.{i}.", f"layers.{i}."
         fill(dec, dst + "input_layernorm.weight", reader.tensor(src + "input_layernorm.weight"))
         fill(dec, dst + "post_attention_layernorm.weight", reader.tensor(src + "post_attention_layernorm.weight"))
-        for p in "qkvo":
-            fill(dec, dst + f"self_attn.{p}_proj.weight", reader.tensor(src + f"self_attn.{p}_proj.weight"))
+        fill_stacked(dec, dst + "self_attn.qkv_proj.weight",
+                     [reader.tensor(src + f"self_attn.{p}_proj.weight") for p in "qkv"])
+        fill(dec, dst + "self_attn.o_proj.weight", reader.tensor(src + "self_attn.o_proj.weight"))
         if i < d["first_dense"]:
             fill_stacked(dec, dst + "mlp.gate_up", [reader.tensor(src + "mlp.gate_proj.weight"),
                                                    reader.tensor(src + "mlp.up_proj.weight")])

@@ -40,6 +40,37 @@ TORCH_LIBRARY(ocr, m) {
       "select_tokens(Tensor(a!) logits, Tensor rows, Tensor(b!) seq, Tensor(c!) lens, "
       "Tensor(d!) params, Tensor whitelist, Tensor forced, Tensor(e!) next_ids, Tensor(f!) next_pos, "
       "Tensor(g!) emitted) -> ()");
+
+  // RMSNorm of the decoder (fused decode-step op), exactly the module's rounding:
+  //   y = float(x) * rsqrt(mean(float(x)^2, -1) + eps), rounded to x's dtype; out = weight * y.
+  //   x [..., dim] float32 or bfloat16 (last dim contiguous); weight [dim] x's dtype
+  //   -> [..., dim] contiguous, x's dtype.
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+
+  // Residual add + RMSNorm: sum = x + residual (rounded to x's dtype), normed = rms_norm(sum).
+  //   x, residual [..., dim] same shape and dtype; weight [dim]
+  //   -> sum [..., dim], normed [..., dim], both contiguous in x's dtype.
+  m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
+
+  // Rotary embedding of q and k plus the KV-cache write of one attention layer, in one op.
+  //   qkv [n_b, n_t, 3 * n_heads * head_dim] contiguous: q | k | v, each [n_heads, head_dim];
+  //   cos, sin [n_b, n_t, head_dim] (size-1 dims allowed: [n_b, n_t, 1, head_dim]), qkv's dtype;
+  //   kv_cache [n_layers, 2, n_slots, max_len, n_heads, head_dim] contiguous, qkv's dtype;
+  //   slots [n_b] int64; positions [n_b, n_t] int64 (< max_len, unique (slot, position) pairs:
+  //   checked on the CPU only, the caller guarantees them on CUDA).
+  //   rope(x) = x * cos + rotate_half(x) * sin, each product and the sum rounded to the dtype.
+  //   Writes kv_cache[layer, 0, slots[b], positions[b, t]] = rope(k[b, t]) and
+  //   kv_cache[layer, 1, slots[b], positions[b, t]] = v[b, t]
+  //   -> rope(q) [n_b, n_t, n_heads, head_dim] contiguous.
+  m.def(
+      "rope_kv_write(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) kv_cache, int layer, "
+      "Tensor slots, Tensor positions) -> Tensor");
+
+  // MoE router with its logits: logits = float(x) @ float(router)^T, then moe_topk_softmax.
+  //   x [n_tokens, hidden] float32 or bfloat16; router [n_experts, hidden] x's dtype
+  //   -> topk_weights [n_tokens, top_k] float32, topk_ids [n_tokens, top_k] int32 (same order and
+  //      tie rule as moe_topk_softmax).
+  m.def("moe_route(Tensor x, Tensor router, int top_k, bool renormalize) -> (Tensor, Tensor)");
 }
 
 #include <dlfcn.h>
