@@ -48,6 +48,15 @@ stamp "export bf16 (peak RSS in the JSON line below)"
   $py "$root/scripts/export.py" "$work/full-hf" "$work/full" --dtype bf16 --ops-lib "$ops" 2>>"$logs" | tee -a "$logs" >&2
 stamp "select_tokens sweep (CUDA vs CPU reference)"
 $py "$root/tests/kernels/test_select_sweep.py" "$ops" --json "$out/select_sweep.json" 2>&1 | tail -3 | tee -a "$logs" >&2 || true
+stamp "decode-op sweep (rms_norm, add_rms_norm, rope_kv_write, moe_route: CUDA vs CPU reference)"
+$py "$root/tests/kernels/test_decode_sweep.py" "$ops" --json "$out/decode_sweep.json" 2>&1 | tail -3 | tee -a "$logs" >&2 || true
+skip=",${OCR_BENCH_SKIP:-},"
+if [ "${OCR_BENCH_PROFILE:-0}" = 1 ]; then
+  stamp "kernel profile (tests/bench/profile_gpu.py)"
+  $py "$root/tests/bench/profile_gpu.py" "$ops" "$work/full" "$out" --only "${OCR_PROFILE_ONLY:-decode1,decode256,encoder}" \
+    2>&1 | grep -E "^####|kernels/step" | tee -a "$logs" >&2 || true
+fi
+if [[ $skip == *,bench,* ]]; then stamp "done (bench skipped)"; exit 0; fi
 stamp "bench"
 "$build/ocr-cli" bench --model "$work/full" --device cuda ${OCR_BENCH_ARGS:-} > "$out/bench.json" 2>> "$logs"
 stamp "engine under a 22 GiB budget (a 24 GB card), separate process"

@@ -13,6 +13,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <deque>
+#include <exception>
+#include <thread>
+#include <mutex>
+#include <functional>
+#include <condition_variable>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -93,6 +98,8 @@ struct Slot {
   bool looping = false;
   bool host_choice = false;  // sampling: the device bans, the host draws
   Clock::time_point t_start;
+  torch::Tensor visual;      // visual embeddings made by the encoder thread, until prefilled
+  double encode_ms = 0;
 };
 
 class VectorSource : public PageSource {
@@ -138,6 +145,10 @@ struct Engine::Impl {
   }
   void run_slots(PageSource& source, const PageDone& done, const TokenCallback& on_token, int64_t n_slots,
                  int64_t max_len);
+  // The device state and captured CUDA graphs of the last run, kept for the next run of the same
+  // shape (a stream, or run() with the same batch): graphs are captured once per process.
+  std::unique_ptr<StepState> state;
+  std::unique_ptr<GraphSteps> graphs;
 };
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
@@ -232,9 +243,23 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
   const int64_t vocab = man.vocab;
   const int64_t n_white = 4;
 
-  StepState state = make_step_state(m, n_slots, max_len, n_white);
-  std::unique_ptr<GraphSteps> graphs;
-  if (cuda_graphs_supported(m) && !std::getenv("OCR_NO_CUDA_GRAPHS")) graphs = std::make_unique<GraphSteps>(m, state);
+  if (state && state->slots() == n_slots && state->max_len() == max_len) {
+    // Every slot idle again; the graphs keep pointing at these very tensors.
+    state->seq.zero_();
+    state->lens.zero_();
+    state->params.zero_();
+    state->whitelist.fill_(-1);
+    state->next_ids.zero_();
+    state->next_pos.zero_();
+  } else {
+    graphs.reset();
+    state.reset();
+    release_cached_memory(m.device);
+    state = std::make_unique<StepState>(make_step_state(m, n_slots, max_len, n_white));
+    if (cuda_graphs_supported(m) && !std::getenv("OCR_NO_CUDA_GRAPHS")) graphs = std::make_unique<GraphSteps>(m, *state);
+  }
+  StepState& state = *this->state;
+  std::unique_ptr<GraphSteps>& graphs = this->graphs;
 
   std::vector<Slot> slots(static_cast<size_t>(n_slots));
   int64_t slot_limit = n_slots;     // lowered after an out-of-memory error
@@ -306,30 +331,42 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     return chosen;
   };
 
+  // Encoder calls sized to half the work space: about 0.6 GB per 1024-pixel view, scaling with
+  // side^4 (a generous bound since SAM's global attention no longer materialises its bias).
+  const int64_t half_reserve = reserve_bytes / 2;
+  auto views_per_call = [&m, half_reserve](int side) -> int64_t {
+    if (!m.device.is_cuda()) return 64;
+    const double r = static_cast<double>(side) / 1024.0;
+    return std::clamp<int64_t>(static_cast<int64_t>(half_reserve / (0.6e9 * r * r * r * r)), 1, 64);
+  };
+
   // Encodes and prefills `group` into the free slots `where` (ascending), then takes each page's
   // first token. Throws on out-of-memory (the caller splits the group).
   auto prefill_group = [&](const std::vector<int64_t>& where) {
     if (where.size() >= 2) maybe_fail("admit");
     const size_t g = where.size();
-    std::vector<const Views*> views;
-    for (int64_t s : where) views.push_back(slots[s].job.page.views.get());
     const auto t_encode = Clock::now();
-    // Encoder calls sized to half the work space: about 0.6 GB per 1024-pixel view (SAM's global
-    // attention with its materialised relative-position bias), scaling with side^4.
-    const int64_t half_reserve = reserve_bytes / 2;
-    auto views_per_call = [&](int side) -> int64_t {
-      if (!m.device.is_cuda()) return 64;
-      const double r = static_cast<double>(side) / 1024.0;
-      return std::clamp<int64_t>(static_cast<int64_t>(half_reserve / (0.6e9 * r * r * r * r)), 1, 64);
-    };
-    const std::vector<torch::Tensor> visual = encode_pages(m, views, views_per_call);
+    std::vector<torch::Tensor> visual;
+    bool pre_encoded = true;
+    for (int64_t s : where) pre_encoded = pre_encoded && slots[s].visual.defined();
+    if (pre_encoded) {
+      for (int64_t s : where) visual.push_back(slots[s].visual);
+    } else {
+      std::vector<const Views*> views;
+      for (int64_t s : where) views.push_back(slots[s].job.page.views.get());
+      visual = encode_pages(m, views, views_per_call);
+    }
     std::vector<torch::Tensor> embeds(g);
     int64_t max_prompt = 0;
     for (size_t i = 0; i < g; ++i) {
       embeds[i] = embed_prompt(m, slots[where[i]].out.prompt_ids, visual[i]);
       max_prompt = std::max<int64_t>(max_prompt, embeds[i].size(0));
     }
-    const double encode_ms = ms_since(t_encode);
+    double encode_ms = ms_since(t_encode);
+    if (pre_encoded) {
+      encode_ms = 0;
+      for (int64_t s : where) encode_ms += slots[s].encode_ms;
+    }
     const auto t_prefill = Clock::now();
     auto h = torch::zeros({static_cast<int64_t>(g), max_prompt, man.hidden}, torch::TensorOptions().dtype(m.dtype).device(m.device));
     std::vector<int64_t> last(g);
@@ -365,6 +402,7 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
       for (int64_t w = 0; w < n_white && w < static_cast<int64_t>(dec.ngram_whitelist.size()); ++w)
         white[static_cast<int64_t>(i)][w] = dec.ngram_whitelist[w];
     }
+    for (int64_t s : where) slots[s].visual = torch::Tensor();
     state.seq.index_copy_(0, where_t, seq.to(m.device));
     state.lens.index_copy_(0, where_t, lens.to(m.device));
     state.params.index_copy_(0, where_t, params.to(m.device));
@@ -403,6 +441,8 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
       fail_page(std::move(p), message_of(e));
       return false;
     }
+    sl.visual = torch::Tensor();
+    sl.encode_ms = 0;
     sl.prompt_len = static_cast<int64_t>(sl.out.prompt_ids.size());
     if (sl.prompt_len >= max_len) {
       fail_page(std::move(p), "the prompt has " + std::to_string(sl.prompt_len) + " tokens, more than the " +
@@ -428,34 +468,194 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     return true;
   };
 
+  // The encoder thread (CUDA): pulls pages from the source while the device decodes, prepares their
+  // views and encodes them on its own stream; the main thread prefills them when slots free up
+  // (its stream waits on the encoder's fence: no host sync). The main thread pulls from the source
+  // itself only when nothing runs and the encoder thread is idle (it then encodes inline).
+  struct Encoded {
+    Pending job;
+    torch::Tensor visual;  // undefined: not encoded here (the main thread books/fails/encodes it)
+    std::shared_ptr<Fence> fence;
+    double encode_ms = 0;
+  };
+  struct EncoderThread {
+    std::mutex mu;  // guards everything below and the source
+    std::condition_variable cv;
+    std::deque<Encoded> ready;
+    bool busy = false, stop = false;
+    std::exception_ptr error;
+    std::thread thread;
+  };
+  // On CUDA by default (OCR_NO_ENCODER_THREAD=1: off); OCR_ENCODER_THREAD=1 forces it on (the CPU
+  // tests use that to exercise the hand-over).
+  const char* force_encoder_thread = std::getenv("OCR_ENCODER_THREAD");
+  const bool use_encoder_thread = (m.device.is_cuda() && !std::getenv("OCR_NO_ENCODER_THREAD")) ||
+                                  (force_encoder_thread && std::string(force_encoder_thread) == "1");
+  std::mutex source_mu;  // the source is pulled by one thread at a time
+  EncoderThread enc;
+  constexpr size_t kReadyPages = 2 * kAdmitPages;  // encoded pages waiting for slots, at most
+  auto encode_group = [&](std::vector<Encoded>& group) {
+    // Views first (CPU); a page whose views fail is passed on unencoded and fails when booked.
+    std::vector<size_t> ok;
+    for (size_t i = 0; i < group.size(); ++i) {
+      try {
+        prepare_views(group[i].job.page, man.modes);
+        ok.push_back(i);
+      } catch (const std::exception&) {
+      }
+    }
+    // Out of memory: halve and retry; a page that cannot be encoded even alone is passed on
+    // unencoded (the main thread retries it inline and fails it there if it must).
+    std::function<void(size_t, size_t)> encode_range = [&](size_t a, size_t b) {
+      if (a >= b) return;
+      const auto t0 = Clock::now();
+      try {
+        std::vector<const Views*> views;
+        for (size_t i = a; i < b; ++i) views.push_back(group[ok[i]].job.page.views.get());
+        auto visual = encode_pages(m, views, views_per_call);
+        auto fence = std::make_shared<Fence>(m.device);
+        const double ms = ms_since(t0) / static_cast<double>(b - a);
+        for (size_t i = a; i < b; ++i) {
+          group[ok[i]].visual = visual[i - a];
+          group[ok[i]].fence = fence;
+          group[ok[i]].encode_ms = ms;
+        }
+      } catch (const std::exception& e) {
+        if (!is_oom(e)) throw;
+        release_cached_memory(m.device);
+        if (b - a == 1) return;
+        const size_t mid = a + (b - a) / 2;
+        encode_range(a, mid);
+        encode_range(mid, b);
+      }
+    };
+    encode_range(0, ok.size());
+  };
+  auto encoder_main = [&] {
+    prepare_model_thread();
+    StreamScope stream(m.device);
+    try {
+      while (true) {
+        {
+          std::unique_lock<std::mutex> lock(enc.mu);
+          enc.cv.wait(lock, [&] { return enc.stop || enc.ready.size() < kReadyPages; });
+          if (enc.stop) return;
+        }
+        std::vector<Encoded> group;
+        {
+          std::lock_guard<std::mutex> src_lock(source_mu);
+          {
+            std::lock_guard<std::mutex> lock(enc.mu);
+            if (enc.stop) return;
+            enc.busy = true;
+          }
+          while (group.size() < static_cast<size_t>(kAdmitPages)) {
+            Encoded e;
+            if (!source.next(e.job.page, e.job.tag, false)) break;
+            group.push_back(std::move(e));
+          }
+        }
+        if (!group.empty()) encode_group(group);
+        {
+          std::lock_guard<std::mutex> lock(enc.mu);
+          for (auto& e : group) enc.ready.push_back(std::move(e));
+          enc.busy = false;
+        }
+        enc.cv.notify_all();
+        if (group.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(enc.mu);
+      enc.error = std::current_exception();
+      enc.busy = false;
+      enc.cv.notify_all();
+    }
+  };
+  struct JoinEncoder {
+    EncoderThread& enc;
+    ~JoinEncoder() {
+      {
+        std::lock_guard<std::mutex> lock(enc.mu);
+        enc.stop = true;
+      }
+      enc.cv.notify_all();
+      if (enc.thread.joinable()) enc.thread.join();
+    }
+  } join_encoder{enc};
+  if (use_encoder_thread) enc.thread = std::thread(encoder_main);
+
   // Admits pages into free slots. Returns after pulling nothing when none is ready, unless
-  // nothing is running (then it waits for the source).
+  // nothing is running (then it waits for the encoder thread or the source).
   auto admit = [&](bool can_wait) {
     std::vector<int64_t> free;
     for (int64_t s = 0; s < slot_limit; ++s)
       if (!slots[s].busy) free.push_back(s);
     if (free.empty()) return;
-    std::vector<int64_t> where;
+    std::vector<int64_t> where;  // pages encoded here, inline
+    std::vector<int64_t> where_encoded;  // pages the encoder thread encoded
     size_t next_free = 0;
-    while (next_free < free.size() && static_cast<int64_t>(where.size()) < kAdmitPages) {
-      Pending p;
-      if (!retry.empty()) {
-        p = std::move(retry.front());
-        retry.pop_front();
-      } else {
+    auto room = [&] {
+      return next_free < free.size() && static_cast<int64_t>(where.size() + where_encoded.size()) < kAdmitPages;
+    };
+    while (room() && !retry.empty()) {
+      Pending p = std::move(retry.front());
+      retry.pop_front();
+      if (book(std::move(p), free[next_free])) where.push_back(free[next_free++]);
+    }
+    if (use_encoder_thread) {
+      std::unique_lock<std::mutex> lock(enc.mu);
+      if (enc.error) std::rethrow_exception(enc.error);
+      if (can_wait && where.empty())  // nothing runs: wait for a group in progress
+        enc.cv.wait(lock, [&] { return !enc.ready.empty() || !enc.busy || enc.error; });
+      if (enc.error) std::rethrow_exception(enc.error);
+      bool took = false;
+      while (room() && !enc.ready.empty()) {
+        Encoded e = std::move(enc.ready.front());
+        enc.ready.pop_front();
+        took = true;
+        const int64_t s = free[next_free];
+        const bool encoded = e.visual.defined();
+        if (!book(std::move(e.job), s)) continue;
+        ++next_free;
+        if (!encoded) {
+          where.push_back(s);
+          continue;
+        }
+        e.fence->wait_here();
+        use_on_current_stream(e.visual);
+        slots[s].visual = std::move(e.visual);
+        slots[s].encode_ms = e.encode_ms;
+        where_encoded.push_back(s);
+      }
+      lock.unlock();
+      if (took) enc.cv.notify_all();
+      can_wait = can_wait && !took && where.empty();
+    }
+    std::unique_lock<std::mutex> src_lock(source_mu, std::defer_lock);
+    if (use_encoder_thread && can_wait) {
+      // Nothing runs, nothing is encoded: pull here, waiting for the source, but only while the
+      // encoder thread holds no page (the source may wait for pages in flight to finish).
+      src_lock.lock();
+      std::lock_guard<std::mutex> lock(enc.mu);
+      if (enc.busy || !enc.ready.empty()) can_wait = false;
+    }
+    if (!use_encoder_thread || can_wait) {
+      while (room()) {
         if (exhausted) break;
+        Pending p;
         const bool wait = can_wait && where.empty();
         if (!source.next(p.page, p.tag, wait)) {
           if (wait) exhausted = true;
           break;
         }
-      }
-      const int64_t s = free[next_free];
-      if (book(std::move(p), s)) {
-        where.push_back(s);
-        ++next_free;
+        const int64_t s = free[next_free];
+        if (book(std::move(p), s)) {
+          where.push_back(s);
+          ++next_free;
+        }
       }
     }
+    if (src_lock.owns_lock()) src_lock.unlock();
     // Encode + prefill; on out-of-memory, halve the group (a single page fails).
     std::function<void(const std::vector<int64_t>&)> run_group = [&](const std::vector<int64_t>& at) {
       if (at.empty()) return;
@@ -469,6 +669,7 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
                       (at.size() > 1 ? ": halving the group and retrying" : ": the page fails"));
         if (at.size() == 1) {
           slots[at[0]].busy = false;
+          slots[at[0]].visual = torch::Tensor();
           ++slots[at[0]].epoch;
           fail_page(std::move(slots[at[0]].job), "out of memory even alone: " + message_of(e));
           return;
@@ -478,6 +679,9 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
         run_group(std::vector<int64_t>(at.begin() + half, at.end()));
       }
     };
+    std::sort(where_encoded.begin(), where_encoded.end());
+    run_group(where_encoded);
+    std::sort(where.begin(), where.end());
     run_group(where);
   };
 
@@ -498,7 +702,10 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
       retry.push_front(std::move(sl.job));
     }
     slot_limit = busy[keep - 1] + 1;
-    if (graphs) graphs = std::make_unique<GraphSteps>(m, state);
+    if (graphs) {
+      graphs.reset();
+      graphs = std::make_unique<GraphSteps>(m, state);
+    }
     if (options.log)
       options.log("out of memory in a decoding step: " + std::to_string(busy.size() - keep) +
                   " page(s) evicted back to the queue (they restart), at most " + std::to_string(slot_limit) +

@@ -5,6 +5,7 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/cuda.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 
@@ -69,6 +70,8 @@ std::unique_ptr<LoadedModel> load_model(const std::string& dir, const std::strin
   model->encoder.eval();
   model->decoder.eval();
   model->pixel_lut = make_pixel_lut();
+  if (model->device.is_cuda())
+    model->pixel_lut_device = torch::from_blob(model->pixel_lut.data(), {256}, torch::kFloat).to(model->device);
   return model;
 }
 
@@ -88,6 +91,27 @@ torch::Tensor views_to_pixels(const std::vector<const ImageU8*>& views, const st
       for (int c = 0; c < 3; ++c) base[c * plane + i] = lut[src[i * 3 + c]];
   }
   return out;
+}
+
+// On CUDA the views travel as bytes (a quarter of the floats) from pinned memory, and the lookup
+// table is applied on the device: the same values as views_to_pixels, without its CPU loop.
+static torch::Tensor views_to_device_pixels(const std::vector<const ImageU8*>& views, LoadedModel& model) {
+  if (!model.device.is_cuda()) return views_to_pixels(views, model.pixel_lut).to(model.device);
+  const int64_t n = static_cast<int64_t>(views.size()), side = views[0]->width;
+  auto bytes = torch::empty({n, side, side, 3}, torch::TensorOptions().dtype(torch::kByte).pinned_memory(true));
+  uint8_t* dst = bytes.data_ptr<uint8_t>();
+  const size_t view_bytes = static_cast<size_t>(side * side * 3);
+  for (int64_t v = 0; v < n; ++v) {
+    const ImageU8& img = *views[static_cast<size_t>(v)];
+    TORCH_CHECK(img.width == side && img.height == side && img.data.size() == view_bytes, "views_to_pixels: view ", v,
+                " is ", img.width, "x", img.height, ", expected ", side, "x", side);
+    std::memcpy(dst + v * static_cast<int64_t>(view_bytes), img.data.data(), view_bytes);
+  }
+  auto on_device = bytes.to(model.device, /*non_blocking=*/true);
+  return model.pixel_lut_device.index_select(0, on_device.view({-1}).to(torch::kInt))
+      .view({n, side, side, 3})
+      .permute({0, 3, 1, 2})
+      .contiguous();
 }
 
 torch::Tensor encode_page(LoadedModel& model, const Views& views) { return encode_pages(model, {&views})[0]; }
@@ -121,7 +145,7 @@ std::vector<torch::Tensor> encode_pages(LoadedModel& model, const std::vector<co
       const size_t end = std::min(items.size(), start + per_call);
       std::vector<const ImageU8*> views;
       for (size_t i = start; i < end; ++i) views.push_back(items[i].view);
-      auto pixels = views_to_pixels(views, model.pixel_lut).to(model.device, /*non_blocking=*/true);
+      auto pixels = views_to_device_pixels(views, model);
       auto out = model.encoder.forward({pixels}).toTensor();  // [n, g*g, hidden]
       for (size_t i = start; i < end; ++i) {
         auto row = out.narrow(0, static_cast<int64_t>(i - start), 1);

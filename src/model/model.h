@@ -26,6 +26,7 @@ struct LoadedModel {
   torch::ScalarType dtype = torch::kFloat;
   // uint8 -> normalised pixel value, bf16-rounded as the official code casts pixels to bf16.
   std::array<float, 256> pixel_lut{};
+  torch::Tensor pixel_lut_device;  // pixel_lut on the device (CUDA), made at load
 };
 
 // Loads DIR (manifest, encoder.pt, decoder.pt, tokenizer.json) onto `device` ("cpu", "cuda",

@@ -1,8 +1,10 @@
 #include "model/step.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -230,6 +232,67 @@ void release_cached_memory(const torch::Device& device) {
 #else
   (void)device;
 #endif
+}
+
+struct StreamScope::Impl {
+#ifdef OCR_STEP_CUDA_EVENTS
+  std::optional<c10::cuda::CUDAStreamGuard> guard;
+#endif
+};
+
+StreamScope::StreamScope(const torch::Device& device) : impl_(std::make_unique<Impl>()) {
+#ifdef OCR_STEP_CUDA_EVENTS
+  if (device.is_cuda()) {
+    const auto dev = static_cast<c10::DeviceIndex>(device.index() < 0 ? 0 : device.index());
+    impl_->guard.emplace(c10::cuda::getStreamFromPool(false, dev));
+  }
+#else
+  (void)device;
+#endif
+}
+
+StreamScope::~StreamScope() = default;
+
+struct Fence::Impl {
+#ifdef OCR_STEP_CUDA_EVENTS
+  std::optional<at::cuda::CUDAEvent> event;
+  c10::DeviceIndex device = 0;
+#endif
+};
+
+Fence::Fence(const torch::Device& device) : impl_(std::make_shared<Impl>()) {
+#ifdef OCR_STEP_CUDA_EVENTS
+  if (device.is_cuda()) {
+    impl_->device = static_cast<c10::DeviceIndex>(device.index() < 0 ? 0 : device.index());
+    impl_->event.emplace();
+    impl_->event->record(c10::cuda::getCurrentCUDAStream(impl_->device));
+  }
+#else
+  (void)device;
+#endif
+}
+
+Fence::~Fence() = default;
+
+void Fence::wait_here() const {
+#ifdef OCR_STEP_CUDA_EVENTS
+  if (impl_->event) impl_->event->block(c10::cuda::getCurrentCUDAStream(impl_->device));
+#endif
+}
+
+void use_on_current_stream(const torch::Tensor& t) {
+#ifdef OCR_STEP_CUDA_EVENTS
+  if (t.defined() && t.is_cuda())
+    c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), c10::cuda::getCurrentCUDAStream(t.device().index()));
+#else
+  (void)t;
+#endif
+}
+
+void prepare_model_thread() {
+  // Both are thread-local: see load_model.
+  torch::jit::setGraphExecutorOptimize(false);
+  c10::GradMode::set_enabled(false);
 }
 
 }  // namespace ocr

@@ -90,4 +90,38 @@ void cap_device_memory(const torch::Device& device, int64_t bytes);
 // Returns cached blocks to the driver (after an out-of-memory error).
 void release_cached_memory(const torch::Device& device);
 
+// Work handed from one CUDA stream to another without a host sync (no-ops off CUDA): the encoder
+// thread runs on its own stream, the decoding thread consumes its results on the main one.
+class StreamScope {
+ public:
+  // Makes a side stream of `device` current on this thread for the scope's lifetime.
+  explicit StreamScope(const torch::Device& device);
+  ~StreamScope();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class Fence {
+ public:
+  // Marks the work enqueued so far on this thread's current stream of `device`.
+  explicit Fence(const torch::Device& device);
+  ~Fence();
+  // Makes this thread's current stream wait for the marked work (no host sync).
+  void wait_here() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+// `t`, made on another stream, is used on this thread's current stream: its memory is not
+// reused before the work enqueued here so far has finished.
+void use_on_current_stream(const torch::Tensor& t);
+
+// Per-thread settings every thread that runs the TorchScript modules needs (interpreted graphs,
+// no autograd): call at the start of such a thread.
+void prepare_model_thread();
+
 }  // namespace ocr

@@ -53,6 +53,25 @@ with tempfile.TemporaryDirectory() as tmp:
     check("7 pages through 3 slots", many.returncode == 3, many.stderr)
     same_as_one(tmp / "three", "batch 3")
 
+    # The encoder thread (on by default on CUDA) encodes pages while others decode: same outputs,
+    # also with more pages than slots and with an injected out-of-memory error in prefill.
+    thr = run([str(src), "-o", str(tmp / "thread"), "--batch-size", "3"] + common, env={"OCR_ENCODER_THREAD": "1"})
+    check("encoder thread: 7 pages through 3 slots", thr.returncode == 3, thr.stderr)
+    same_as_one(tmp / "thread", "encoder thread")
+    thr_files = [str(src / f"p{i}.png") for i in range(len(sizes))]
+    thr_out = run(thr_files + ["--batch-size", "2", "--format", "jsonl"] + common, env={"OCR_ENCODER_THREAD": "1"})
+    ref_out = run(thr_files + ["--batch-size", "2", "--format", "jsonl"] + common, env={"OCR_ENCODER_THREAD": "0"})
+    import json
+
+    def untimed(text):
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("_ms")} for line in text.splitlines()]
+    check("encoder thread: stdout identical to inline encoding (timings aside)",
+          thr_out.stdout and untimed(thr_out.stdout) == untimed(ref_out.stdout), (thr_out.stderr[-500:], ref_out.stderr[-500:]))
+    thr_oom = run([str(src), "-o", str(tmp / "thread-oom"), "--batch-size", "4"] + common,
+                  env={"OCR_ENCODER_THREAD": "1", "OCR_FAULT_OOM": "admit:2"})
+    check("encoder thread + OOM in prefill: run goes on", thr_oom.returncode == 3, thr_oom.stderr)
+    same_as_one(tmp / "thread-oom", "encoder thread after OOM in prefill")
+
     # Injected out-of-memory errors take the recovery paths a CUDA OOM takes.
     oom1 = run([str(src), "-o", str(tmp / "oom-admit"), "--batch-size", "4", "--log-level", "info"] + common[:-1],
                env={"OCR_FAULT_OOM": "admit:1"})
