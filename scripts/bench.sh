@@ -47,9 +47,11 @@ stamp "export bf16 (peak RSS in the JSON line below)"
 [ -f "$work/full/manifest.json" ] ||
   $py "$root/scripts/export.py" "$work/full-hf" "$work/full" --dtype bf16 --ops-lib "$ops" 2>>"$logs" | tee -a "$logs" >&2
 stamp "select_tokens sweep (CUDA vs CPU reference)"
-$py "$root/tests/kernels/test_select_sweep.py" "$ops" --json "$out/select_sweep.json" 2>&1 | tail -3 | tee -a "$logs" >&2 || true
+$py "$root/tests/kernels/test_select_sweep.py" "$ops" 2>&1 | tail -3 | tee -a "$logs" >&2 || true
 stamp "decode-op sweep (rms_norm, add_rms_norm, rope_kv_write, moe_route: CUDA vs CPU reference)"
 $py "$root/tests/kernels/test_decode_sweep.py" "$ops" --json "$out/decode_sweep.json" 2>&1 | tail -3 | tee -a "$logs" >&2 || true
+stamp "decode_attention sweep (CUDA vs CPU reference, timings against SDPA)"
+$py "$root/tests/kernels/test_attention_sweep.py" "$ops" --json "$out/attention_sweep.json" 2>&1 | tail -12 | tee -a "$logs" >&2 || true
 skip=",${OCR_BENCH_SKIP:-},"
 if [ "${OCR_BENCH_PROFILE:-0}" = 1 ]; then
   stamp "kernel profile (tests/bench/profile_gpu.py)"

@@ -408,6 +408,11 @@ class Attention(nn.Module):
         # Rotary embedding of q and k, and the cache write of k and v, in one op (ocr::rope_kv_write).
         # The engine owns the cache: kv_cache [n_layers, 2, n_slots, max_len, n_heads, head_dim].
         q = torch.ops.ocr.rope_kv_write(self.qkv_proj(x), cos, sin, kv_cache, layer, slots, positions)
+        if n_t == 1:
+            # A decoding step: split-K attention over each row's own keys 0..position (ocr::decode_attention),
+            # no mask, no padding to kv_len read.
+            out = torch.ops.ocr.decode_attention(q, kv_cache, layer, slots, positions, kv_len)
+            return self.o_proj(out.reshape(n_b, 1, hidden))
         k_cache = kv_cache[layer, 0]
         v_cache = kv_cache[layer, 1]
         if n_b == k_cache.shape[0]:
@@ -476,8 +481,11 @@ class Decoder(nn.Module):
         sin = emb.sin().to(h.dtype)
         key_pos = torch.arange(kv_len, device=h.device)
         # Causal by position, as an additive mask made once for all layers: 0 where key <= query, -inf after.
-        future = key_pos.view(1, 1, 1, kv_len) > positions.view(n_b, 1, n_t, 1)  # [n_b, 1, n_t, kv_len]
-        mask = torch.zeros(future.shape, dtype=h.dtype, device=h.device).masked_fill_(future, float("-inf"))
+        # (A decoding step, n_t == 1, attends by position inside ocr::decode_attention: no mask.)
+        mask = torch.empty([0], dtype=h.dtype, device=h.device)
+        if n_t > 1:
+            future = key_pos.view(1, 1, 1, kv_len) > positions.view(n_b, 1, n_t, 1)  # [n_b, 1, n_t, kv_len]
+            mask = torch.zeros(future.shape, dtype=h.dtype, device=h.device).masked_fill_(future, float("-inf"))
         gather = last_idx.view(n_b, 1, 1).expand(n_b, 1, h.shape[2])
         hidden_states: List[Tensor] = []
         for i, layer in enumerate(self.layers):

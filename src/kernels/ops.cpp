@@ -38,7 +38,8 @@ TORCH_LIBRARY(ocr, m) {
   //   host chooses).
   m.def(
       "select_tokens(Tensor(a!) logits, Tensor rows, Tensor(b!) seq, Tensor(c!) lens, "
-      "Tensor(d!) params, Tensor whitelist, Tensor forced, Tensor(e!) next_ids, Tensor(f!) next_pos, "
+      "Tensor(d!) params, Tensor whitelist, Tensor forced, Tensor(e!) next_ids, Tensor(f!) "
+      "next_pos, "
       "Tensor(g!) emitted) -> ()");
 
   // RMSNorm of the decoder (fused decode-step op), exactly the module's rounding:
@@ -55,12 +56,13 @@ TORCH_LIBRARY(ocr, m) {
   // Rotary embedding of q and k plus the KV-cache write of one attention layer, in one op.
   //   qkv [n_b, n_t, 3 * n_heads * head_dim] contiguous: q | k | v, each [n_heads, head_dim];
   //   cos, sin [n_b, n_t, head_dim] (size-1 dims allowed: [n_b, n_t, 1, head_dim]), qkv's dtype;
-  //   kv_cache [n_layers, 2, n_slots, max_len, n_heads, head_dim] contiguous, qkv's dtype;
-  //   slots [n_b] int64; positions [n_b, n_t] int64 (< max_len, unique (slot, position) pairs:
-  //   checked on the CPU only, the caller guarantees them on CUDA).
-  //   rope(x) = x * cos + rotate_half(x) * sin, each product and the sum rounded to the dtype.
-  //   Writes kv_cache[layer, 0, slots[b], positions[b, t]] = rope(k[b, t]) and
-  //   kv_cache[layer, 1, slots[b], positions[b, t]] = v[b, t]
+  //   kv_cache [n_layers, 2, n_slots, max_len, n_heads, head_dim], qkv's dtype (any strides
+  //   for the first four dims: narrowed views of the engine's cache; [n_heads, head_dim]
+  //   contiguous); slots [n_b] int64; positions [n_b, n_t] int64 (< max_len, unique (slot,
+  //   position) pairs: checked on the CPU only, the caller guarantees them on CUDA). rope(x) = x *
+  //   cos + rotate_half(x) * sin, each product and the sum rounded to the dtype. Writes
+  //   kv_cache[layer, 0, slots[b], positions[b, t]] = rope(k[b, t]) and kv_cache[layer, 1,
+  //   slots[b], positions[b, t]] = v[b, t]
   //   -> rope(q) [n_b, n_t, n_heads, head_dim] contiguous.
   m.def(
       "rope_kv_write(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) kv_cache, int layer, "
@@ -71,6 +73,23 @@ TORCH_LIBRARY(ocr, m) {
   //   -> topk_weights [n_tokens, top_k] float32, topk_ids [n_tokens, top_k] int32 (same order and
   //      tie rule as moe_topk_softmax).
   m.def("moe_route(Tensor x, Tensor router, int top_k, bool renormalize) -> (Tensor, Tensor)");
+
+  // Attention of one decoding step over the KV cache (split-K flash-decoding on CUDA), reading
+  // only each row's real keys.
+  //   q [B, 1, n_heads, head_dim] contiguous, float32 or bfloat16, head_dim even and <= 256;
+  //   kv_cache [n_layers, 2, n_slots, max_len, n_heads, head_dim], q's dtype (narrowed views
+  //   allowed: any strides for the first three dims, [max_len, n_heads, head_dim] contiguous);
+  //   slots [B] int64 (distinct, any order); positions [B, 1] int64 (query position p_b);
+  //   kv_len in [1, max_len], a static bound (the CUDA grid is sized from it).
+  //   Row b attends keys j = 0 .. min(p_b, kv_len - 1) of kv_cache[layer, 0, slots[b]] with values
+  //   kv_cache[layer, 1, slots[b]]: softmax_j((q . k_j) / sqrt(head_dim)) weighted sum of v_j, in
+  //   fp32, rounded once to q's dtype (= scaled_dot_product_attention with the decoder's additive
+  //   0/-inf causal mask, up to the fp32 summation order). Slot and position ranges
+  //   (0 <= p_b < max_len) are checked on the CPU only.
+  //   -> [B, 1, n_heads, head_dim] contiguous, q's dtype.
+  m.def(
+      "decode_attention(Tensor q, Tensor kv_cache, int layer, Tensor slots, Tensor positions, "
+      "int kv_len) -> Tensor");
 }
 
 #include <dlfcn.h>
@@ -83,16 +102,21 @@ namespace {
 std::atomic<bool> g_reference_kernels{false};
 }
 
-bool ocr::kernels::use_reference_kernels() { return g_reference_kernels.load(std::memory_order_relaxed); }
+bool ocr::kernels::use_reference_kernels() {
+  return g_reference_kernels.load(std::memory_order_relaxed);
+}
 
-extern "C" void ocr_ops_use_reference_kernels(int enable) { g_reference_kernels.store(enable != 0); }
+extern "C" void ocr_ops_use_reference_kernels(int enable) {
+  g_reference_kernels.store(enable != 0);
+}
 
 // Where this library was loaded from, so that tools can hand the same file to scripts/export.py.
 // Calling it from the engine also keeps the library linked, so its registrations run at start-up.
 extern "C" const char* ocr_ops_library_path() {
   static std::string path = [] {
     Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&ocr_ops_library_path), &info) && info.dli_fname) return std::string(info.dli_fname);
+    if (dladdr(reinterpret_cast<void*>(&ocr_ops_library_path), &info) && info.dli_fname)
+      return std::string(info.dli_fname);
     return std::string();
   }();
   return path.c_str();

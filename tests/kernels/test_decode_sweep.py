@@ -301,6 +301,25 @@ def sweep(res, dev, g, quick):
     for name, args in route_cases(g, quick):
         want, got = both("moe_route", args)
         compare_route(res, name, args, want, got)
+    # The engine passes narrowed views of its cache (first B slots, first K positions): strided.
+    for dtype in DTYPES:
+        for n_b, n_t in [(4, 1), (2, 9)]:
+            big = torch.randn(3, 2, 7, 40, 10, 128, generator=g).to(dtype)
+            qkv = torch.randn(n_b, n_t, 3 * 1280, generator=g).to(dtype)
+            angles = torch.rand(n_b, n_t, 64, generator=g) * 100
+            emb = torch.cat([angles, angles], -1)
+            slots = torch.arange(n_b)
+            positions = torch.stack([torch.randperm(24, generator=g)[:n_t] for _ in range(n_b)])
+            outs = []
+            for device in ("cpu", dev):
+                cache_all = big.clone().to(device)
+                view = cache_all.narrow(2, 0, 5).narrow(3, 0, 24)
+                a = [t.to(device) for t in (qkv, emb.cos().to(dtype), emb.sin().to(dtype))]
+                q = torch.ops.ocr.rope_kv_write(a[0], a[1], a[2], view, 1, slots.to(device), positions.to(device))
+                outs.append((q.cpu(), cache_all.cpu()))
+            ok = torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+            res.check(f"rope_kv_write {SHORT[dtype]} n_b={n_b} n_t={n_t} narrowed cache view", ok,
+                      "" if ok else "q or cache differ (strided cache)")
 
 
 def decode_args(g, dtype):

@@ -76,7 +76,11 @@ int64_t check_rope_kv_write_args(const at::Tensor& qkv, const at::Tensor& cos,
               head_dim, "], got ", kv_cache.sizes());
   TORCH_CHECK(kv_cache.scalar_type() == qkv.scalar_type(), "rope_kv_write: kv_cache is ",
               kv_cache.scalar_type(), ", qkv is ", qkv.scalar_type());
-  TORCH_CHECK(kv_cache.is_contiguous(), "rope_kv_write: kv_cache must be contiguous");
+  // Any strides for layers, k/v, slots and positions (the engine passes narrowed views of its
+  // cache); each position's [n_heads, head_dim] block must be contiguous.
+  TORCH_CHECK(kv_cache.stride(5) == 1 && kv_cache.stride(4) == head_dim,
+              "rope_kv_write: kv_cache's [n_heads, head_dim] rows must be contiguous, got strides ",
+              kv_cache.strides());
   TORCH_CHECK(layer >= 0 && layer < kv_cache.size(0), "rope_kv_write: layer ", layer,
               " out of range [0, ", kv_cache.size(0), ")");
   TORCH_CHECK(slots.dim() == 1 && slots.size(0) == n_b && slots.scalar_type() == at::kLong,

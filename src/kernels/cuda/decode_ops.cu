@@ -299,7 +299,8 @@ __global__ void __launch_bounds__(kRopeMaxThreads)
                          const T* __restrict__ sin, T* __restrict__ kv_cache,
                          const int64_t* __restrict__ slots, const int64_t* __restrict__ positions,
                          T* __restrict__ q_out, int n_t, int n_heads, int head_dim, int64_t layer,
-                         int64_t n_slots, int64_t max_len) {
+                         int64_t stride_layer, int64_t stride_kv, int64_t stride_slot,
+                         int64_t stride_pos) {
   using V = Vec<T, kVec>;
   const int64_t token = blockIdx.x;  // b * n_t + t
   const int64_t b = token / n_t;
@@ -314,8 +315,8 @@ __global__ void __launch_bounds__(kRopeMaxThreads)
   const T* cos_token = cos + token * head_dim;
   const T* sin_token = sin + token * head_dim;
   // kv_cache[layer, kv, slot, pos] for kv = 0 (keys) and 1 (values): [n_heads, head_dim] each.
-  const int64_t cache_k = (((layer * 2 + 0) * n_slots + slot) * max_len + pos) * width;
-  const int64_t cache_v = (((layer * 2 + 1) * n_slots + slot) * max_len + pos) * width;
+  const int64_t cache_k = layer * stride_layer + slot * stride_slot + pos * stride_pos;
+  const int64_t cache_v = cache_k + stride_kv;
 
   for (int item = threadIdx.x; item < items; item += blockDim.x) {
     const int part = item / (n_heads * chunks);  // 0 q, 1 k, 2 v
@@ -377,7 +378,9 @@ at::Tensor rope_kv_write_cuda(const at::Tensor& qkv, const at::Tensor& cos, cons
     const bool wide = half % kWide == 0 && aligned(qkv.data_ptr(), kVecBytes) &&
                       aligned(cos.data_ptr(), kVecBytes) && aligned(sin.data_ptr(), kVecBytes) &&
                       aligned(kv_cache.data_ptr(), kVecBytes) &&
-                      aligned(q_out.data_ptr(), kVecBytes);
+                      aligned(q_out.data_ptr(), kVecBytes) && kv_cache.stride(0) % kWide == 0 &&
+                      kv_cache.stride(1) % kWide == 0 && kv_cache.stride(2) % kWide == 0 &&
+                      kv_cache.stride(3) % kWide == 0;
     const int vec = wide ? kWide : 1;
     const int64_t items = 3 * n_heads * (half / vec);
     const int threads =
@@ -386,8 +389,8 @@ at::Tensor rope_kv_write_cuda(const at::Tensor& qkv, const at::Tensor& cos, cons
       kernel<<<static_cast<unsigned>(n_tokens), threads, 0, stream>>>(
           ptr<T>(qkv), ptr<T>(cos), ptr<T>(sin), mut_ptr<T>(kv_cache), slots_c.data_ptr<int64_t>(),
           positions_c.data_ptr<int64_t>(), mut_ptr<T>(q_out), static_cast<int>(n_t),
-          static_cast<int>(n_heads), static_cast<int>(head_dim), layer, kv_cache.size(2),
-          kv_cache.size(3));
+          static_cast<int>(n_heads), static_cast<int>(head_dim), layer, kv_cache.stride(0),
+          kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3));
     };
     wide ? go(rope_kv_write_kernel<T, kWide>) : go(rope_kv_write_kernel<T, 1>);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
