@@ -46,13 +46,15 @@ xz -dc "$root/models/tokenizer/tokenizer.json.xz" > "$tok/tokenizer.json"
 stamp "export bf16 (peak RSS in the JSON line below)"
 [ -f "$work/full/manifest.json" ] ||
   $py "$root/scripts/export.py" "$work/full-hf" "$work/full" --dtype bf16 --ops-lib "$ops" 2>>"$logs" | tee -a "$logs" >&2
+skip=",${OCR_BENCH_SKIP:-},"
+if [[ $skip != *,sweeps,* ]]; then
 stamp "select_tokens sweep (CUDA vs CPU reference)"
 $py "$root/tests/kernels/test_select_sweep.py" "$ops" 2>&1 | tail -3 | tee -a "$logs" >&2 || true
 stamp "decode-op sweep (rms_norm, add_rms_norm, rope_kv_write, moe_route: CUDA vs CPU reference)"
 $py "$root/tests/kernels/test_decode_sweep.py" "$ops" --json "$out/decode_sweep.json" 2>&1 | tail -3 | tee -a "$logs" >&2 || true
 stamp "decode_attention sweep (CUDA vs CPU reference, timings against SDPA)"
 $py "$root/tests/kernels/test_attention_sweep.py" "$ops" --json "$out/attention_sweep.json" 2>&1 | tail -12 | tee -a "$logs" >&2 || true
-skip=",${OCR_BENCH_SKIP:-},"
+fi
 if [ "${OCR_BENCH_PROFILE:-0}" = 1 ]; then
   stamp "kernel profile (tests/bench/profile_gpu.py)"
   $py "$root/tests/bench/profile_gpu.py" "$ops" "$work/full" "$out" --only "${OCR_PROFILE_ONLY:-decode1,decode256,encoder}" \
@@ -60,7 +62,7 @@ if [ "${OCR_BENCH_PROFILE:-0}" = 1 ]; then
 fi
 if [[ $skip == *,bench,* ]]; then stamp "done (bench skipped)"; exit 0; fi
 stamp "bench"
-"$build/ocr-cli" bench --model "$work/full" --device cuda ${OCR_BENCH_ARGS:-} > "$out/bench.json" 2>> "$logs"
+"$build/ocr-cli" bench --model "$work/full" --device cuda ${OCR_BENCH_ARGS:-} > "$out/bench.json" 2>> "$logs" || stamp "bench failed"
 stamp "engine under a 22 GiB budget (a 24 GB card), separate process"
 "$build/ocr-cli" bench --model "$work/full" --device cuda --engine-only --max-gpu-memory 22GiB \
   --pages 256 --engine-pages ${OCR_BUDGET_PAGES:-64} --tokens-per-page ${OCR_BUDGET_TOKENS:-200} --decode-tokens 64 \

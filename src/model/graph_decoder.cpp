@@ -64,7 +64,7 @@ const torch::Tensor& GraphDecodeStep::run(const torch::Tensor& ids, const torch:
       c10::cuda::CUDAStreamGuard guard(stream);
       for (int i = 0; i < 2; ++i) s.step();
       s.graph = std::make_unique<at::cuda::CUDAGraph>();
-      s.graph->capture_begin();
+      s.graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
       s.logits = s.step();
       s.graph->capture_end();
     }

@@ -133,7 +133,9 @@ StepResult GraphSteps::run(int64_t B, int64_t K) {
         im.pool = at::cuda::graph_pool_handle();
         im.have_pool = true;
       }
-      g->graph.capture_begin(im.pool);
+      // Thread-local capture mode: the encoder thread keeps allocating and launching on its own
+      // stream while this thread captures (global mode would invalidate the capture).
+      g->graph.capture_begin(im.pool, cudaStreamCaptureModeThreadLocal);
       g->logits = body();
       g->graph.capture_end();
     }
