@@ -129,6 +129,7 @@ TEST(SelectTokens, GreedyAppendsTheArgmaxAfterBansAndStopsAtEosOrCap) {
   EXPECT_EQ(st.next_pos[0][0].item<int64_t>(), 3);
   EXPECT_EQ(st.params[0][k::kState].item<int>(), k::kGreedy);
   EXPECT_EQ(st.params[1][k::kState].item<int>(), k::kIdle);  // 2 generated tokens = its cap
+  EXPECT_EQ(st.next_pos[1][0].item<int64_t>(), 0);  // a finished row's later steps attend one key
   // Row 0 emits EOS and stops; row 1 is idle and untouched.
   logits = torch::zeros({2, vocab});
   logits[0][9] = 1;
@@ -136,7 +137,9 @@ TEST(SelectTokens, GreedyAppendsTheArgmaxAfterBansAndStopsAtEosOrCap) {
   EXPECT_EQ(e[0].item<int64_t>(), 9);
   EXPECT_EQ(e[1].item<int64_t>(), k::kEmittedIdle);
   EXPECT_EQ(st.params[0][k::kState].item<int>(), k::kIdle);
+  EXPECT_EQ(st.next_pos[0][0].item<int64_t>(), 0);
   EXPECT_EQ(st.lens[1].item<int>(), 3);
+  EXPECT_EQ(st.next_pos[1][0].item<int64_t>(), 0);
   // Forced tokens are appended as given (the host's sampling path).
   st.params[0][k::kState] = k::kHostChoice;
   auto one = torch::zeros({1, vocab});

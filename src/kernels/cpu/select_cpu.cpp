@@ -99,6 +99,7 @@ void select_tokens_cpu(at::Tensor logits, const at::Tensor& rows, at::Tensor seq
       if (p[kState] == kIdle || len >= max_len) {
         p[kState] = kIdle;
         out[j] = kEmittedIdle;
+        pos[slot] = 0;  // an idle row's step attends one key, not its whole finished page
         continue;
       }
       int64_t tok = force[j];
@@ -118,8 +119,10 @@ void select_tokens_cpu(at::Tensor logits, const at::Tensor& rows, at::Tensor seq
       lens_p[slot] = len + 1;
       out[j] = tok;
       ids[slot] = tok;
-      pos[slot] = len;  // position of the new token, fed at the next step
-      if (tok == p[kEos] || len + 1 - p[kPromptLen] >= p[kMaxNew]) p[kState] = kIdle;
+      // Position of the new token, fed at the next step; a finished row's later steps attend one key.
+      const bool stop = tok == p[kEos] || len + 1 - p[kPromptLen] >= p[kMaxNew];
+      pos[slot] = stop ? 0 : len;
+      if (stop) p[kState] = kIdle;
     }
   });
 }

@@ -49,6 +49,7 @@ __global__ void __launch_bounds__(kSelectThreads)
     if (tid == 0) {
       p[kState] = kIdle;
       emitted[j] = kEmittedIdle;
+      next_pos[slot] = 0;  // an idle row's step attends one key, not its whole finished page
     }
     return;
   }
@@ -117,8 +118,9 @@ __global__ void __launch_bounds__(kSelectThreads)
     lens[slot] = len + 1;
     emitted[j] = tok;
     next_ids[slot] = tok;
-    next_pos[slot] = len;
-    if (tok == p[kEos] || len + 1 - p[kPromptLen] >= p[kMaxNew]) p[kState] = kIdle;
+    const bool stop = tok == p[kEos] || len + 1 - p[kPromptLen] >= p[kMaxNew];
+    next_pos[slot] = stop ? 0 : len;  // a finished row's later steps attend one key
+    if (stop) p[kState] = kIdle;
   }
 }
 
