@@ -88,6 +88,17 @@ class PageSource {
 // Receives each finished page (any order) with the tag it was pulled with.
 using PageDone = std::function<void(uint64_t tag, PageOutput&& output)>;
 
+// What the last run()/run_stream() did (the benchmark reports it).
+struct EngineStats {
+  int64_t steps = 0;          // decoding steps
+  int64_t rows = 0;           // sum over steps of the rows decoding (busy slots)
+  int64_t padded_rows = 0;    // sum over steps of the rows computed (the CUDA graph's batch bucket)
+  int64_t admissions = 0;     // encode + prefill groups
+  int64_t graphs_captured = 0;
+  double capture_ms = 0;      // host wall time of steps that captured a graph (warm-up included)
+  double admit_ms = 0;        // host wall time in admission (waiting for encoded pages, prefill)
+};
+
 class Engine {
  public:
   // Loads the model; throws ocr::ModelError with an actionable message.
@@ -111,6 +122,8 @@ class Engine {
   // KV-cache slots run_stream uses (from max_batch / the memory budget) and their length.
   int64_t stream_slots() const;
   int64_t stream_max_len() const;
+  // Counters of the last run (reset at the start of each run).
+  EngineStats last_stats() const;
 
   // While *flag is true, run() stops at the next decoding step and throws ocr::Interrupted.
   void set_cancel_flag(const std::atomic<bool>* flag);

@@ -43,7 +43,17 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 
 constexpr int64_t kAdmitPages = 16;      // pages encoded and prefilled together at most
 constexpr int64_t kMaxAutoSlots = 256;   // slots sized from memory: at most this many
-constexpr int64_t kKvBucket = 256;       // CUDA graphs attend K keys, K a multiple of this
+// CUDA graphs attend K keys, K a multiple of this (each (batch, K) bucket is a graph, captured
+// when first reached; decode_attention reads only each row's own keys, so a coarse K costs little).
+// OCR_KV_BUCKET overrides it (tuning).
+int64_t kv_bucket() {
+  static const int64_t bucket = [] {
+    const char* env = std::getenv("OCR_KV_BUCKET");
+    const int64_t v = env ? std::atoll(env) : 0;
+    return v > 0 ? v : int64_t{1024};
+  }();
+  return bucket;
+}
 
 int64_t pow2_at_least(int64_t n, int64_t floor) {
   int64_t p = floor;
@@ -149,6 +159,7 @@ struct Engine::Impl {
   // shape (a stream, or run() with the same batch): graphs are captured once per process.
   std::unique_ptr<StepState> state;
   std::unique_ptr<GraphSteps> graphs;
+  EngineStats stats;
 };
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
@@ -187,6 +198,7 @@ const std::vector<ModeSpec>& Engine::modes() const { return impl_->model->manife
 int32_t Engine::eos_id() const { return impl_->model->manifest.tokens.eos; }
 int64_t Engine::stream_slots() const { return impl_->stream_slots; }
 int64_t Engine::stream_max_len() const { return impl_->stream_max_len; }
+EngineStats Engine::last_stats() const { return impl_->stats; }
 
 TilingOptions Engine::default_tiling() const {
   TilingOptions t;
@@ -237,6 +249,7 @@ void Engine::run_stream(PageSource& source, const PageDone& done, const TokenCal
 void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const TokenCallback& on_token,
                              int64_t n_slots, int64_t max_len) {
   torch::NoGradGuard no_grad;
+  stats = EngineStats();
   LoadedModel& m = *model;
   const Manifest& man = m.manifest;
   const auto lopt = torch::TensorOptions().dtype(torch::kLong).device(m.device);
@@ -301,7 +314,10 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     const bool eos = !dec.ignore_eos && tok == man.tokens.eos;
     if (eos || sl.looping || static_cast<int64_t>(sl.generated.size()) >= sl.max_new) {
       // The device stops by itself on EOS and at the cap; a loop is the host's call.
-      if (sl.looping && !eos) state.params[s][k::kState].fill_(k::kIdle);
+      if (sl.looping && !eos) {
+        state.params[s][k::kState].fill_(k::kIdle);
+        state.next_pos[s].fill_(0);  // its later steps attend one key
+      }
       finish(s, eos ? "stop" : sl.looping ? "repetition" : "length");
       return true;
     }
@@ -344,6 +360,7 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
   // first token. Throws on out-of-memory (the caller splits the group).
   auto prefill_group = [&](const std::vector<int64_t>& where) {
     if (where.size() >= 2) maybe_fail("admit");
+    ++stats.admissions;
     const size_t g = where.size();
     const auto t_encode = Clock::now();
     std::vector<torch::Tensor> visual;
@@ -491,6 +508,8 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
   const char* force_encoder_thread = std::getenv("OCR_ENCODER_THREAD");
   const bool use_encoder_thread = (m.device.is_cuda() && !std::getenv("OCR_NO_ENCODER_THREAD")) ||
                                   (force_encoder_thread && std::string(force_encoder_thread) == "1");
+  const char* admit_policy = std::getenv("OCR_ADMIT");  // "overlap": decode while a group encodes
+  const bool fill_first = !(admit_policy && std::string(admit_policy) == "overlap");
   std::mutex source_mu;  // the source is pulled by one thread at a time
   EncoderThread enc;
   constexpr size_t kReadyPages = 2 * kAdmitPages;  // encoded pages waiting for slots, at most
@@ -533,7 +552,11 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
   };
   auto encoder_main = [&] {
     prepare_model_thread();
-    StreamScope stream(m.device);
+    // High priority by default: pages reach the decoding batch sooner (fewer steps at a partial
+    // batch), and decoding steps fill the SMs the encoder leaves idle. OCR_ENCODER_PRIORITY=normal
+    // gives both streams the same priority.
+    const char* prio = std::getenv("OCR_ENCODER_PRIORITY");
+    StreamScope stream(m.device, !(prio && std::string(prio) == "normal"));
     try {
       while (true) {
         {
@@ -605,7 +628,12 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     if (use_encoder_thread) {
       std::unique_lock<std::mutex> lock(enc.mu);
       if (enc.error) std::rethrow_exception(enc.error);
-      if (can_wait && where.empty())  // nothing runs: wait for a group in progress
+      // Wait for the group in progress when nothing runs, and (fill first) while a whole group of
+      // slots is free: pages join the batch as soon as they can instead of the batch stepping at
+      // part size meanwhile (each step streams the expert weights whatever its size). Never waits
+      // for the source itself: the encoder thread is busy only while it encodes.
+      const bool fill = fill_first && static_cast<int64_t>(free.size()) >= kAdmitPages;
+      if ((can_wait || fill) && where.empty())
         enc.cv.wait(lock, [&] { return !enc.ready.empty() || !enc.busy || enc.error; });
       if (enc.error) std::rethrow_exception(enc.error);
       bool took = false;
@@ -697,6 +725,7 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     for (size_t i = busy.size(); i-- > keep;) {
       Slot& sl = slots[busy[i]];
       state.params[busy[i]][k::kState].fill_(k::kIdle);
+      state.next_pos[busy[i]].fill_(0);
       sl.busy = false;
       ++sl.epoch;
       retry.push_front(std::move(sl.job));
@@ -733,7 +762,11 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     if (cancel && cancel->load()) throw Interrupted("interrupted");
     bool any_busy = false;
     for (int64_t s = 0; s < n_slots && !any_busy; ++s) any_busy = slots[s].busy;
-    admit(/*can_wait=*/!any_busy && !pending);
+    {
+      const auto t_admit = Clock::now();
+      admit(/*can_wait=*/!any_busy && !pending);
+      stats.admit_ms += ms_since(t_admit);
+    }
     std::vector<int64_t> busy;
     bool any_host = false;
     int64_t need_k = 1;
@@ -756,8 +789,17 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
       maybe_fail("step");
       if (graphs) {
         const int64_t B = std::min(n_slots, pow2_at_least(busy.back() + 1, 1));
-        const int64_t K = std::min(max_len, (need_k + kKvBucket - 1) / kKvBucket * kKvBucket);
+        const int64_t K = std::min(max_len, (need_k + kv_bucket() - 1) / kv_bucket() * kv_bucket());
+        const size_t n_graphs = graphs->captured();
+        const auto t_step = Clock::now();
         StepResult r = graphs->run(B, K);
+        if (graphs->captured() != n_graphs) {
+          ++stats.graphs_captured;
+          stats.capture_ms += ms_since(t_step);
+        }
+        ++stats.steps;
+        stats.rows += static_cast<int64_t>(busy.size());
+        stats.padded_rows += B;
         InFlight f;
         for (int64_t s = 0; s < B; ++s) {
           f.step_slots.push_back(s);
@@ -780,6 +822,9 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
       } else {
         auto rows = torch::tensor(busy, torch::kLong).to(m.device);
         StepResult r = eager_step(m, state, rows, need_k - 1);
+        ++stats.steps;
+        stats.rows += static_cast<int64_t>(busy.size());
+        stats.padded_rows += static_cast<int64_t>(busy.size());
         InFlight f;
         f.step_slots = busy;
         for (int64_t s : busy) f.epochs.push_back(slots[s].epoch);

@@ -242,14 +242,15 @@ struct StreamScope::Impl {
 #endif
 };
 
-StreamScope::StreamScope(const torch::Device& device) : impl_(std::make_unique<Impl>()) {
+StreamScope::StreamScope(const torch::Device& device, bool high_priority) : impl_(std::make_unique<Impl>()) {
 #ifdef OCR_STEP_CUDA_EVENTS
   if (device.is_cuda()) {
     const auto dev = static_cast<c10::DeviceIndex>(device.index() < 0 ? 0 : device.index());
-    impl_->guard.emplace(c10::cuda::getStreamFromPool(false, dev));
+    impl_->guard.emplace(c10::cuda::getStreamFromPool(high_priority, dev));
   }
 #else
   (void)device;
+  (void)high_priority;
 #endif
 }
 

@@ -94,8 +94,9 @@ void release_cached_memory(const torch::Device& device);
 // thread runs on its own stream, the decoding thread consumes its results on the main one.
 class StreamScope {
  public:
-  // Makes a side stream of `device` current on this thread for the scope's lifetime.
-  explicit StreamScope(const torch::Device& device);
+  // Makes a side stream of `device` current on this thread for the scope's lifetime; a high
+  // priority one gets free SMs first when both streams have work queued.
+  explicit StreamScope(const torch::Device& device, bool high_priority = false);
   ~StreamScope();
 
  private:

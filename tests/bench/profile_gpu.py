@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Where the GPU time goes: kernel tables of the exported modules (dev tool, GPU machine).
 
-    tests/bench/profile_gpu.py OPS_LIB MODEL_DIR OUT_DIR [--only decode1,decode256,attn,encoder,sam]
+    tests/bench/profile_gpu.py OPS_LIB MODEL_DIR OUT_DIR [--only decode1,decode256,prefill,attn,encoder,sam]
 
 Loads encoder.pt / decoder.pt of an exported model (export.py) with our custom ops and writes
 OUT_DIR/profile.txt: per-kernel CUDA time of a batch-1 and a batch-256 decoding step (eager, with
-their CUDA-graph replay times), of an encoder batch of Gundam views, and timings of candidate
+their CUDA-graph replay times), of a prefill of 16 prompts of 913 tokens, of an encoder batch of Gundam views, and timings of candidate
 attention backends for the decoder and for SAM's rel-pos attention.
 """
 import argparse
@@ -101,6 +101,24 @@ def decode_profile(dec, d, B, K, dev, dt, spread):
             f"({B / g * 1000:.0f} tok/s); exact KV bytes {kv_read / 1e9:.2f} GB "
             f"(K-bucket {B * K * d['n_layers'] * 2 * d['hidden'] * 2 / 1e9:.2f} GB)")
         kernel_table(step, 5, f"decode B={B} K={K} eager kernels")
+        del cache
+        torch.cuda.empty_cache()
+
+
+def prefill_profile(dec, d, B, T, dev, dt):
+    """Prefill of B prompts of T tokens (the engine's admission group), kernel table."""
+    with torch.no_grad():
+        cache = torch.zeros(d["n_layers"], 2, B, T, d["n_heads"], d["hidden"] // d["n_heads"], device=dev, dtype=dt)
+        h = torch.randn(B, T, d["hidden"], device=dev, dtype=dt)
+        pos = torch.arange(T, device=dev).unsqueeze(0).expand(B, T).contiguous()
+        slots = torch.arange(B, device=dev)
+        last = torch.full((B,), T - 1, device=dev, dtype=torch.long)
+
+        def run():
+            return dec.forward(h, pos, cache, slots, T, last, False)[0]
+        ms = cuda_ms(run, 5, 2)
+        log(f"\n#### prefill B={B} T={T}: {ms:.2f} ms = {B * T / ms * 1000:.0f} tokens/s")
+        kernel_table(run, 2, f"prefill B={B} T={T} kernels", rows=30)
         del cache
         torch.cuda.empty_cache()
 
@@ -234,12 +252,14 @@ def main():
     only = set(a.only.split(","))
     t0 = time.time()
     try:
-        if only & {"decode1", "decode256"}:
+        if only & {"decode1", "decode256", "prefill"}:
             dec = torch.jit.load(f"{a.model_dir}/decoder.pt", map_location=dev)
             if "decode1" in only:
                 decode_profile(dec, d, 1, 1024, dev, dt, False)
             if "decode256" in only:
                 decode_profile(dec, d, 256, 2048, dev, dt, True)
+            if "prefill" in only:
+                prefill_profile(dec, d, 16, 913, dev, dt)
             del dec
             torch.cuda.empty_cache()
         if "attn" in only:
