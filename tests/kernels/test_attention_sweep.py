@@ -3,6 +3,7 @@
 its CPU reference (schema in src/kernels/ops.cpp).
 
     python3 tests/kernels/test_attention_sweep.py LIB [--json OUT] [--quick] [--no-timing] [--self-test-cpu]
+        [--impls v1,v2] [--timing-only]
 
 Cases: B in {1, 3, 17, 256} x kv_len in {1, 7, 256, 1024, 2048} x (n_heads, head_dim) in {(10, 128), (4, 16),
 (2, 64)} x fp32/bf16; slots a random subset in random order, max_len = kv_len + 9 and positions per row a mix
@@ -15,9 +16,13 @@ replayed (== eager bit for bit), also after new positions and slots are copied i
 continuous-batching step); the CUDA registration's reference path (ocr_ops_use_reference_kernels(1)) is checked
 on a few cases. Last (not an assertion): device time of the op vs F.scaled_dot_product_attention with the
 decoder's additive mask over the padded keys (the decoder's code before the op), at (B=1, K=1024, p=1000),
-(B=64, K=2048) and (B=256, K=2048), p_b uniform in [K/2, K) for those two, bf16, 10 heads of 128, with the
+(B=16, 64 and 256, K=2048), p_b uniform in [K/2, K) for those three, bf16, 10 heads of 128, with the
 achieved GB/s on the real bytes (sum over rows of (p_b + 1) * H * D * 2 (K and V) * 2 bytes); small caches are
 spread over several layers (one per call) so that the timing reads HBM, not L2.
+On CUDA all of the above runs once per implementation in --impls (default v1,v2: the environment variable
+OCR_DECODE_ATTENTION_IMPL is set before each pass; case names start with [impl], timing keys with impl_); v2 also
+runs extra head shapes (fp32 D = 256, D = 80, an odd number of heads, D = 8) and forced tuning knobs
+(OCR_DECODE_ATTENTION_V2_HEADS / _STREAMS / _CHUNK / _SORT).
 The last line is "attention_sweep: N/M passed"; exit 1 on any failure. Without a CUDA device: exits 77 (ctest:
 skipped). --self-test-cpu compares the CPU op with the decoder's formula (SDPA with the mask on the gathered
 keys) instead, to check the harness on a machine without a GPU (cases above 2^24 elements skipped).
@@ -27,6 +32,7 @@ import contextlib
 import ctypes
 import json
 import math
+import os
 import sys
 import time
 
@@ -41,6 +47,14 @@ KV_LENS = (1, 7, 256, 1024, 2048)
 HEADS = ((10, 128), (4, 16), (2, 64))
 HEAVY = 1 << 24  # B * kv_len * H * D above which --quick and --self-test-cpu skip a case
 MAX_LEN_PAD = 9
+IMPL_ENV = "OCR_DECODE_ATTENTION_IMPL"
+V2_KNOBS = ("OCR_DECODE_ATTENTION_V2_HEADS", "OCR_DECODE_ATTENTION_V2_STREAMS", "OCR_DECODE_ATTENTION_V2_CHUNK",
+            "OCR_DECODE_ATTENTION_V2_SORT")
+# v2 only: (n_heads, head_dim) x (B, kv_len) beyond HEADS, and forced knob settings (heads, streams, chunk, sort).
+EXTRA_HEADS = ((3, 256), (5, 80), (7, 8))
+EXTRA_SIZES = ((1, 1024), (5, 300), (64, 257))
+KNOB_SETTINGS = (("3", "3", "40", "-1"), ("10", "1", "0", "0"), ("10", "3", "0", "-1"), ("1", "8", "2048", "1"),
+                 ("2", "2", "16", "0"))
 
 
 class Results:
@@ -153,10 +167,11 @@ def cpu_args(args):
     return [a.cpu() if isinstance(a, torch.Tensor) else a for a in args]
 
 
-def sweep(res, dev, g, quick):
+def sweep(res, dev, g, quick, prefix=""):
     self_test = dev == "cpu"
     synced, differing, n_cases = [], [], 0
     for name, dtype, spec in cases(g, quick, self_test):
+        name = prefix + name
         args = make_case(g, *spec, device=dev)
         n_cases += 1
         if self_test:
@@ -185,20 +200,49 @@ def sweep(res, dev, g, quick):
             positions = random_positions(g, n_b, kv_len, kv_len + 8, dev)
             want = module_attention(*cpu_args([q, view, layer, slots, positions, kv_len]))
             got = op(q, view, layer, slots, positions, kv_len).cpu()
-            compare(res, f"{SHORT[dtype]} B={n_b} kv_len={kv_len} narrowed cache view", want, got, dtype)
+            compare(res, f"{prefix}{SHORT[dtype]} B={n_b} kv_len={kv_len} narrowed cache view", want, got, dtype)
     if not self_test:
-        res.check(f"no host sync ({n_cases} cases, sync debug mode 'error')", not synced, "; ".join(synced[:3]))
-        res.check(f"deterministic ({n_cases} cases, two runs bit-identical)", not differing,
+        res.check(f"{prefix}no host sync ({n_cases} cases, sync debug mode 'error')", not synced, "; ".join(synced[:3]))
+        res.check(f"{prefix}deterministic ({n_cases} cases, two runs bit-identical)", not differing,
                   ", ".join(differing[:5]))
 
 
-def graph_checks(res, g):
+def v2_extra_checks(res, g, prefix):
+    """v2 only: more head shapes, and forced knob settings (partial head tiles, odd streams, chunks)."""
+    for dtype in DTYPES:
+        for n_heads, head_dim in EXTRA_HEADS:
+            for n_b, kv_len in EXTRA_SIZES:
+                args = make_case(g, n_b, kv_len, n_heads, head_dim, dtype, "cuda")
+                name = f"{prefix}{SHORT[dtype]} B={n_b} kv_len={kv_len} H={n_heads} D={head_dim}"
+                got = op(*args)
+                res.check(f"deterministic {name}", torch.equal(got, op(*args)))
+                compare(res, name, op(*cpu_args(args)), got.cpu(), dtype)
+    saved = {name: os.environ.get(name) for name in V2_KNOBS}  # the caller's knobs, restored below
+    for knobs in KNOB_SETTINGS:
+        for name, value in zip(V2_KNOBS, knobs):
+            os.environ[name] = value
+        try:
+            for dtype in DTYPES:
+                for n_b, kv_len, n_heads, head_dim in ((3, 1024, 10, 128), (17, 300, 10, 128), (5, 77, 4, 16),
+                                                       (2, 513, 3, 64)):
+                    args = make_case(g, n_b, kv_len, n_heads, head_dim, dtype, "cuda")
+                    compare(res, f"{prefix}knobs heads/streams/chunk/sort={'/'.join(knobs)} {SHORT[dtype]} B={n_b} "
+                            f"kv_len={kv_len} H={n_heads} D={head_dim}", op(*cpu_args(args)), op(*args).cpu(), dtype)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def graph_checks(res, g, prefix=""):
     """Captured once, replayed: == eager; then new positions / slots copied into the captured inputs."""
     for dtype in DTYPES:
         for n_b, kv_len, n_heads, head_dim in ((3, 1024, 10, 128), (1, 7, 10, 128), (256, 2048, 4, 16),
                                                 (17, 256, 2, 64)):
             args = make_case(g, n_b, kv_len, n_heads, head_dim, dtype, "cuda")
-            name = f"{SHORT[dtype]} B={n_b} kv_len={kv_len} H={n_heads} D={head_dim}"
+            name = f"{prefix}{SHORT[dtype]} B={n_b} kv_len={kv_len} H={n_heads} D={head_dim}"
             eager = op(*args).clone()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -245,12 +289,12 @@ def reference_path_checks(res, lib, g):
         switch(0)
 
 
-def timing(g):
+def timing(g, impl="", with_sdpa=True):
     """Device time per call, the op vs SDPA with the decoder's additive mask (CUDA-graph replay)."""
     out = {}
     n_heads, head_dim, dtype = 10, 128, torch.bfloat16
     elt = torch.tensor([], dtype=dtype).element_size()
-    for n_b, kv_len in ((1, 1024), (64, 2048), (256, 2048)):
+    for n_b, kv_len in ((1, 1024), (16, 2048), (64, 2048), (256, 2048)):
         if n_b == 1:
             positions = torch.full((1, 1), 1000, dtype=torch.long)
         else:  # uniform in [K/2, K)
@@ -274,9 +318,9 @@ def timing(g):
             values = cache[layer, 1][:, :kv_len].transpose(1, 2)
             return F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)
 
-        key = f"B{n_b}_K{kv_len}"
-        line = [f"time B={n_b} K={kv_len} ({real_bytes / 1e6:.1f} MB real K+V):"]
-        for label, fn in (("fused", fused), ("sdpa_mask", sdpa)):
+        key = f"{impl}_B{n_b}_K{kv_len}" if impl else f"B{n_b}_K{kv_len}"
+        line = [f"time{' ' + impl if impl else ''} B={n_b} K={kv_len} ({real_bytes / 1e6:.1f} MB real K+V):"]
+        for label, fn in (("fused", fused), ("sdpa_mask", sdpa))[:2 if with_sdpa else 1]:
             calls = max(n_layers, 8)
             for i in range(3):
                 fn(i % n_layers)
@@ -312,26 +356,49 @@ def main():
     ap.add_argument("--quick", action="store_true", help=f"cases up to {HEAVY} elements only")
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--self-test-cpu", action="store_true")
+    ap.add_argument("--impls", default="v1,v2", help=f"values of {IMPL_ENV} to test on CUDA, in order")
+    ap.add_argument("--timing-only", action="store_true", help="CUDA: no checks, the timing section only")
     a = ap.parse_args()
     torch.ops.load_library(a.lib)
     dev = "cpu" if a.self_test_cpu else "cuda"
     if dev == "cuda" and not torch.cuda.is_available():
         print("attention_sweep: skipped (no CUDA device)")
         return 77
-    g = torch.Generator().manual_seed(17)
     res = Results()
     t0 = time.time()
-    sweep(res, dev, g, a.quick)
     result = {"device": dev}
-    if dev == "cuda":
+    if dev == "cpu":
+        sweep(res, dev, torch.Generator().manual_seed(17), a.quick)
+    else:
         result["gpu"] = torch.cuda.get_device_name()
-        graph_checks(res, g)
-        reference_path_checks(res, a.lib, g)
-        if not a.no_timing:
-            try:
-                result["timing"] = timing(g)
-            except RuntimeError as e:  # informational only
-                print("timing failed:", e)
+        impls = [i for i in a.impls.split(",") if i]
+        g = torch.Generator().manual_seed(17)
+        saved = os.environ.get(IMPL_ENV)
+        try:
+            for impl in [] if a.timing_only else impls:
+                os.environ[IMPL_ENV] = impl
+                prefix = f"[{impl}] "
+                g = torch.Generator().manual_seed(17)  # the same cases for every impl
+                sweep(res, dev, g, a.quick, prefix)
+                if impl != "v1":
+                    v2_extra_checks(res, g, prefix)
+                graph_checks(res, g, prefix)
+            if not a.timing_only:
+                reference_path_checks(res, a.lib, g)
+            if not a.no_timing:
+                result["timing"] = {}
+                for n, impl in enumerate(impls):
+                    os.environ[IMPL_ENV] = impl
+                    try:
+                        # The same positions for every impl.
+                        result["timing"].update(timing(torch.Generator().manual_seed(18), impl, with_sdpa=n == 0))
+                    except RuntimeError as e:  # informational only
+                        print(f"timing {impl} failed:", e)
+        finally:
+            if saved is None:
+                os.environ.pop(IMPL_ENV, None)
+            else:
+                os.environ[IMPL_ENV] = saved
     result.update(passed=res.passed, failed=res.failed, worst={k: float(f"{v:.3g}") for k, v in res.worst.items()},
                   failures=res.failures[:50], seconds=round(time.time() - t0, 1))
     print("attention_sweep:", json.dumps(result))
