@@ -8,6 +8,7 @@ Numerics follow the official code: LayerNorms/softmax as the modules do them, po
 resized in float32 (bicubic with antialias for SAM and CLIP, linear for rel-pos), RMSNorm and the
 router in float32, expert outputs combined in float32.
 """
+import os
 from typing import List, Tuple
 
 import torch
@@ -101,6 +102,52 @@ def rel_pos_table(rel_pos: Tensor, size: int) -> Tensor:
     return table[idx]
 
 
+def _legacy_encoder() -> bool:
+    """OCR_ENCODER_LEGACY=1 at export time: the previous SAM attention/window code (copy-heavy), kept
+    for A/B timing and as the reference of tests/model/test_encoder_copies.py."""
+    return os.environ.get("OCR_ENCODER_LEGACY", "") not in ("", "0")
+
+
+def _fold_v_unpadded() -> bool:
+    """Default on (OCR_SAM_FOLD_V=0 at export time: off), CUDA only: the folded (global-block)
+    attention gets v as the strided view of the qkv output ([n, d], not zero-padded to q'/k''s width)
+    and q'/k' token-major, so SDPA writes [n_b, n, heads, d] and the proj GEMM reads it as it is: no
+    v' build, no output copy, and the P.V half of the attention at width d instead of d + h + w.
+    cuDNN takes d_v != d_qk; measured bit-identical to the padded form on the H200 (bf16). The CPU's
+    flash kernel refuses d_v != d_qk and its fallback rounds differently, so CPU keeps v padded."""
+    return os.environ.get("OCR_SAM_FOLD_V", "") != "0"
+
+
+def _window_bias_mode() -> int:
+    """OCR_SAM_BIAS at export time, how the windows' [n, n] rel-pos bias (bf16(rel_h + rel_w), the
+    same values in every mode) is written: 0 ("add") one broadcast add reading rel_h/rel_w as skewed
+    views of the rel-pos GEMM output (6-D index math per element); 1 ("contig") rel_h/rel_w copied
+    contiguous first (small) so the add iterates in 3-D; 2 ("gemm", the default) a GEMM
+    [rel_h | rel_w | 0] @ one-hot, which writes the bias from the GEMM epilogue (exact: each output is
+    one fp32 sum of two bf16 values, the other products are exact zeros, rounded once to bf16 as the
+    add does). H200, 16 Gundam pages (96 tiles + 16 globals), encoder stages: legacy code 242 ms,
+    add 197, contig 193, gemm 190, gemm with the unpadded v of the global blocks 181 (all
+    bit-identical to legacy)."""
+    v = os.environ.get("OCR_SAM_BIAS", "")
+    if v in ("0", "add"):
+        return 0
+    if v in ("1", "contig"):
+        return 1
+    return 2
+
+
+def _window_spans(n: int, ws: int) -> List[List[int]]:
+    """[0, n) cut at window boundaries into at most two pieces that are rectangular in window
+    coordinates: [first window, end window, first row in window, end row, first source row, end]."""
+    full = n // ws
+    spans: List[List[int]] = []
+    if full > 0:
+        spans.append([0, full, 0, ws, 0, full * ws])
+    if n > full * ws:
+        spans.append([full, full + 1, 0, n - full * ws, full * ws, n])
+    return spans
+
+
 class SamAttention(nn.Module):
     def __init__(self, dim: int, n_heads: int, rel_rows: int, dtype: torch.dtype):
         super().__init__()
@@ -110,8 +157,109 @@ class SamAttention(nn.Module):
         self.proj = Linear(dim, dim, True, dtype)
         self.rel_pos_h = _param([rel_rows, self.head_dim], dtype)
         self.rel_pos_w = _param([rel_rows, self.head_dim], dtype)
+        self.legacy = _legacy_encoder()
+        self.fold_v_unpadded = _fold_v_unpadded()
+        self.bias_mode = _window_bias_mode()
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.legacy:
+            return self._forward_legacy(x)
+        n_b, h, w, c = x.shape  # [n_b, h, w, dim]
+        n = h * w
+        n_h = self.n_heads
+        d = self.head_dim
+        # q/k/v stay strided views of the qkv GEMM output ([n_b, n, 3, heads, d]); SDPA takes them
+        # as they are, and cuDNN allocates its output in q's (token-major) layout, so the transpose
+        # back to [n_b, h, w, dim] below is a view there.
+        qkv = self.qkv(x).view(n_b, n, 3, n_h, d)
+        q = qkv[:, :, 0].transpose(1, 2)  # [n_b, heads, n, d]
+        k = qkv[:, :, 1].transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)
+        rel_h, rel_w = self._rel_terms(qkv[:, :, 0], h, w)  # [n_b, heads, h, w, h] / [.., w]
+        if n > 4 * (d + h + w):  # the same choice as _forward_legacy
+            out = self._folded(q, k, v, rel_h, rel_w, h, w)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._window_bias(rel_h, rel_w))
+        return self.proj(out.transpose(1, 2).reshape(n_b, h, w, c))
+
+    def _window_bias(self, rel_h: Tensor, rel_w: Tensor) -> Tensor:
+        """bias[b, i, (y, x), (ky, kx)] = rel_h[b, i, y, x, ky] + rel_w[b, i, y, x, kx], rounded once."""
+        n_b, n_h, h, w, _ = rel_h.shape
+        n = h * w
+        if self.bias_mode == 2:
+            k = (h + w + 7) // 8 * 8
+            r = torch.empty([n_b, n_h, h, w, k], dtype=rel_h.dtype, device=rel_h.device)
+            r[:, :, :, :, :h].copy_(rel_h)
+            r[:, :, :, :, h:h + w].copy_(rel_w)
+            if k > h + w:
+                r[:, :, :, :, h + w:].zero_()
+            key = torch.arange(n, device=rel_h.device)
+            rows = torch.arange(k, device=rel_h.device)
+            onehot = ((rows.view(-1, 1) == (key // w).view(1, -1)) |
+                      (rows.view(-1, 1) == (key % w + h).view(1, -1))).to(rel_h.dtype)  # [k, n]
+            return torch.mm(r.view(-1, k), onehot).view(n_b, n_h, n, n)
+        bias = torch.empty([n_b, n_h, h, w, h, w], dtype=rel_h.dtype, device=rel_h.device)
+        if self.bias_mode == 1:
+            torch.add(rel_h.contiguous().unsqueeze(-1), rel_w.contiguous().unsqueeze(-2), out=bias)
+        else:
+            torch.add(rel_h.unsqueeze(-1), rel_w.unsqueeze(-2), out=bias)
+        return bias.view(n_b, n_h, n, n)
+
+    def _rel_terms(self, q_tok: Tensor, h: int, w: int) -> Tuple[Tensor, Tensor]:
+        """rel_h[b, i, y, x, ky] = q[b, i, y, x] . Rh[y - ky + h - 1] (and rel_w likewise on x), each
+        a bf16 dot product over head_dim as the einsums of _forward_legacy. One batched GEMM of the
+        unscaled q (a strided view, [n_b, n, heads, d]) against both flipped tables gives every
+        table row for every query, P[i, t, :] = [q.Rh[2h-2-j] | q.Rw[2w-2-j]]; rel_h/rel_w are then
+        skewed views of P (column h-1-y+ky, resp. 2h-1 + w-1-x+kx), no copy."""
+        n_b, n, n_h, d = q_tok.shape
+        t_h = resize_rel_pos(self.rel_pos_h, h).flip(0)
+        t_w = resize_rel_pos(self.rel_pos_w, w).flip(0)
+        rows = t_h.shape[0] + t_w.shape[0]  # 2h-1 + 2w-1
+        r = (rows + 7) // 8 * 8  # P's rows 16-byte aligned for the GEMM epilogue; the pad is unused
+        table = torch.cat([t_h, t_w, t_h.new_zeros([r - rows, d])], dim=0).to(q_tok.dtype)  # [r, d]
+        a = q_tok.permute(2, 0, 1, 3).reshape(n_h, n_b * n, d)  # a view: tokens share one stride
+        p = torch.bmm(a, table.t().unsqueeze(0).expand(n_h, d, r))  # [heads, n_b*n, r]
+        s_i = n_b * n * r
+        s_b = n * r
+        o = p.storage_offset()
+        rel_h = torch.as_strided(p, [n_h, n_b, h, w, h], [s_i, s_b, w * r - 1, r, 1], o + h - 1)
+        rel_w = torch.as_strided(p, [n_h, n_b, h, w, w], [s_i, s_b, w * r, r - 1, 1], o + 2 * h - 1 + w - 1)
+        return rel_h.transpose(0, 1), rel_w.transpose(0, 1)
+
+    def _folded(self, q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, h: int,
+                w: int) -> Tensor:
+        """_folded_rel_pos with q', k', v' written in place into preallocated tensors (no cat/pad);
+        the same products and sums. Returns [n_b, heads, n, d] (any strides)."""
+        n_b, n_h, n, d = q.shape
+        extra = h + w
+        width = (d + extra + 7) // 8 * 8
+        fold_v = self.fold_v_unpadded and q.is_cuda
+        if fold_v:
+            # Token-major q'/k' ([n_b, n, heads, width] in memory): SDPA's output follows q's layout.
+            q_ext = torch.empty([n_b, n, n_h, width], dtype=q.dtype, device=q.device).transpose(1, 2)
+            k_ext = torch.empty([n_b, n, n_h, width], dtype=q.dtype, device=q.device).transpose(1, 2)
+        else:
+            q_ext = torch.empty([n_b, n_h, n, width], dtype=q.dtype, device=q.device)
+            k_ext = torch.empty([n_b, n_h, n, width], dtype=q.dtype, device=q.device)
+        torch.mul(q, 1.0 / (d ** 0.5), out=q_ext[:, :, :, :d])
+        q_ext[:, :, :, d:d + h].view(n_b, n_h, h, w, h).copy_(rel_h)
+        q_ext[:, :, :, d + h:d + extra].view(n_b, n_h, h, w, w).copy_(rel_w)
+        if width > d + extra:
+            q_ext[:, :, :, d + extra:].zero_()
+        key = torch.arange(n, device=q.device)
+        cols = torch.arange(width - d, device=q.device)
+        onehot = ((cols.view(1, -1) == (key // w).view(-1, 1)) |
+                  (cols.view(1, -1) == (key % w + h).view(-1, 1))).to(q.dtype)  # [n, width - d]
+        k_ext[:, :, :, :d].copy_(k)
+        k_ext[:, :, :, d:].copy_(onehot.view(1, 1, n, width - d).expand(n_b, n_h, n, width - d))
+        if fold_v:
+            return F.scaled_dot_product_attention(q_ext, k_ext, v, scale=1.0)
+        v_ext = torch.empty([n_b, n_h, n, width], dtype=q.dtype, device=q.device)
+        v_ext[:, :, :, :d].copy_(v)
+        v_ext[:, :, :, d:].zero_()
+        return F.scaled_dot_product_attention(q_ext, k_ext, v_ext, scale=1.0)[:, :, :, :d]
+
+    def _forward_legacy(self, x: Tensor) -> Tensor:
         n_b, h, w, _ = x.shape  # [n_b, h, w, dim]
         qkv = self.qkv(x).reshape(n_b, h * w, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, n_b * self.n_heads, h * w, self.head_dim).unbind(0)
@@ -167,11 +315,14 @@ class SamBlock(nn.Module):
         self.norm2 = LayerNorm(dim, eps, dtype)
         self.lin1 = Linear(dim, mlp_hidden, True, dtype)
         self.lin2 = Linear(mlp_hidden, dim, True, dtype)
+        self.legacy = _legacy_encoder()
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
         x = self.norm1(x)
-        if self.window > 0:
+        if self.window > 0 and not self.legacy:
+            x = self._windowed(shortcut, x)
+        elif self.window > 0:
             n_b, h, w, c = x.shape
             ws = self.window
             pad_h = (ws - h % ws) % ws
@@ -183,11 +334,42 @@ class SamBlock(nn.Module):
             x = x.view(n_b, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, c)
             x = self.attn(x)
             x = x.view(n_b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(n_b, hp, wp, c)
-            x = x[:, :h, :w, :].contiguous()
+            x = shortcut + x[:, :h, :w, :].contiguous()
         else:
-            x = self.attn(x)
-        x = shortcut + x
+            x = shortcut + self.attn(x)
         return x + self.lin2(F.gelu(self.lin1(self.norm2(x))))
+
+    def _windowed(self, shortcut: Tensor, y: Tensor) -> Tensor:
+        """shortcut + unpartition(attn(partition(pad(y)))) cropped, with one pass over the data each
+        way: y (norm1's output) is copied straight into the window layout [n_b, nH, nW, ws, ws, c]
+        through a view of it as the padded grid (at most 4 rectangular pieces, the pad zero-filled),
+        and the residual add reads attn's output through the same view (same sums, no crop copy)."""
+        n_b, h, w, c = y.shape
+        ws = self.window
+        n_wh = (h + ws - 1) // ws
+        n_ww = (w + ws - 1) // ws
+        win = torch.empty([n_b, n_wh, n_ww, ws, ws, c], dtype=y.dtype, device=y.device)
+        grid = win.permute(0, 1, 3, 2, 4, 5)  # [n_b, nH, ws, nW, ws, c]: the padded image
+        # Zero padding after norm1, no mask: pad tokens are real keys (spec 2.1).
+        if n_wh * ws > h:
+            grid[:, n_wh - 1:, h - (n_wh - 1) * ws:].zero_()
+        if n_ww * ws > w:
+            grid[:, :, :, n_ww - 1:, w - (n_ww - 1) * ws:].zero_()
+        rows = _window_spans(h, ws)
+        cols = _window_spans(w, ws)
+        for r in rows:
+            for s in cols:
+                src = y[:, r[4]:r[5], s[4]:s[5]].view(n_b, r[1] - r[0], r[3] - r[2], s[1] - s[0], s[3] - s[2], c)
+                grid[:, r[0]:r[1], r[2]:r[3], s[0]:s[1], s[2]:s[3]].copy_(src)
+        a = self.attn(win.view(-1, ws, ws, c)).view(n_b, n_wh, n_ww, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+        x = torch.empty_like(shortcut)
+        for r in rows:
+            for s in cols:
+                shape = [n_b, r[1] - r[0], r[3] - r[2], s[1] - s[0], s[3] - s[2], c]
+                piece = a[:, r[0]:r[1], r[2]:r[3], s[0]:s[1], s[2]:s[3]]
+                torch.add(shortcut[:, r[4]:r[5], s[4]:s[5]].view(shape), piece,
+                          out=x[:, r[4]:r[5], s[4]:s[5]].view(shape))
+        return x
 
 
 class Sam(nn.Module):
@@ -206,6 +388,7 @@ class Sam(nn.Module):
             blocks.append(SamBlock(width, d["sam_heads"], d["sam_mlp_hidden"], window, rel_rows,
                                    d["sam_eps"], dtype))
         self.blocks = nn.ModuleList(blocks)
+        self.legacy = _legacy_encoder()
         nc = d["sam_neck"]
         self.neck0 = Conv2d(width, nc, 1, 1, 0, False, dtype, True)
         self.neck1 = LayerNorm2d(nc, d["sam_eps"], dtype)
@@ -220,7 +403,13 @@ class Sam(nn.Module):
         n_v, c, side, _ = x.shape
         p = self.patch
         g = side // p
+        dtype = self.patch_embed.weight.dtype
         patches = x[:, :, :g * p, :g * p].reshape(n_v, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
+        if self.legacy or x.dtype == dtype:
+            patches = patches.to(dtype).reshape(n_v, g, g, c * p * p)
+        else:
+            # The cast to the weights' dtype (Encoder.stages' .to) and the unfold in one copy.
+            patches = torch.empty([n_v, g, g, c, p, p], dtype=dtype, device=x.device).copy_(patches)
         x = F.linear(patches.reshape(n_v, g, g, c * p * p), self.patch_embed.weight.reshape(-1, c * p * p),
                      self.patch_embed.bias)  # [n, g, g, width]
         pos = self.pos_embed
@@ -300,12 +489,14 @@ class Encoder(nn.Module):
         self.projector = Linear(d["clip_width"] + d["sam_net3"], d["hidden"], True, dtype)
         self.image_newline = _param([d["hidden"]], dtype)
         self.view_seperator = _param([d["hidden"]], dtype)
+        self.legacy = _legacy_encoder()
 
     @torch.jit.export
     def stages(self, pixels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """pixels [n, 3, S, S] float -> (sam [n, C3, g, g], clip [n, g*g+1, Cc], proj [n, g*g, H])."""
-        x = pixels.to(self.projector.weight.dtype)
-        sam = self.sam(x)
+        dtype = self.projector.weight.dtype
+        # Sam casts while unfolding the patches (one pass over the pixels instead of two).
+        sam = self.sam(pixels.to(dtype) if self.legacy else pixels)
         clip = self.clip(sam)
         fused = torch.cat([clip[:, 1:], sam.flatten(2).permute(0, 2, 1)], dim=-1)  # [CLIP || SAM]
         return sam, clip, self.projector(fused)
