@@ -65,7 +65,17 @@ const torch::Tensor& GraphDecodeStep::run(const torch::Tensor& ids, const torch:
       for (int i = 0; i < 2; ++i) s.step();
       s.graph = std::make_unique<at::cuda::CUDAGraph>();
       s.graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
-      s.logits = s.step();
+      try {
+        s.logits = s.step();
+      } catch (...) {
+        // End the capture before the error leaves (a stream left capturing fails every later call).
+        try {
+          s.graph->capture_end();
+        } catch (...) {
+        }
+        s.graph.reset();
+        throw;
+      }
       s.graph->capture_end();
     }
     stream.synchronize();

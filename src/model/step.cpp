@@ -136,7 +136,18 @@ StepResult GraphSteps::run(int64_t B, int64_t K) {
       // Thread-local capture mode: the encoder thread keeps allocating and launching on its own
       // stream while this thread captures (global mode would invalidate the capture).
       g->graph.capture_begin(im.pool, cudaStreamCaptureModeThreadLocal);
-      g->logits = body();
+      try {
+        g->logits = body();
+      } catch (...) {
+        // End the capture before the error leaves: the engine recovers from an out-of-memory error
+        // (fewer slots, graphs dropped), and a stream left capturing would fail every later CUDA
+        // call of this thread ("operation not permitted when stream is capturing").
+        try {
+          g->graph.capture_end();
+        } catch (...) {
+        }
+        throw;
+      }
       g->graph.capture_end();
     }
     stream.synchronize();
