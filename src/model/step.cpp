@@ -122,33 +122,43 @@ StepResult GraphSteps::run(int64_t B, int64_t K) {
     const int dev = model.device.index() < 0 ? 0 : model.device.index();
     auto stream = c10::cuda::getStreamFromPool(false, dev);
     c10::cuda::getCurrentCUDAStream(dev).synchronize();
-    {
-      c10::cuda::CUDAStreamGuard guard(stream);
-      for (int i = 0; i < 2; ++i) body();
+    const auto restore = [&] {
       s.lens.copy_(lens);
       s.params.copy_(params);
       s.next_ids.copy_(nid);
       s.next_pos.copy_(npos);
-      if (!im.have_pool) {
-        im.pool = at::cuda::graph_pool_handle();
-        im.have_pool = true;
-      }
-      // Thread-local capture mode: the encoder thread keeps allocating and launching on its own
-      // stream while this thread captures (global mode would invalidate the capture).
-      g->graph.capture_begin(im.pool, cudaStreamCaptureModeThreadLocal);
+    };
+    {
+      c10::cuda::CUDAStreamGuard guard(stream);
+      // An error here (out of memory) leaves with the capture ended and the state restored: the
+      // engine recovers from it (fewer slots, graphs dropped) and goes on with the same pages; a
+      // stream left capturing would fail every later CUDA call of this thread ("operation not
+      // permitted when stream is capturing"), and tokens appended by a warm-up step would be lost
+      // to the host.
+      bool capturing = false;
       try {
+        for (int i = 0; i < 2; ++i) body();
+        restore();
+        if (!im.have_pool) {
+          im.pool = at::cuda::graph_pool_handle();
+          im.have_pool = true;
+        }
+        // Thread-local capture mode: the encoder thread keeps allocating and launching on its own
+        // stream while this thread captures (global mode would invalidate the capture).
+        g->graph.capture_begin(im.pool, cudaStreamCaptureModeThreadLocal);
+        capturing = true;
         g->logits = body();
+        capturing = false;
+        g->graph.capture_end();
       } catch (...) {
-        // End the capture before the error leaves: the engine recovers from an out-of-memory error
-        // (fewer slots, graphs dropped), and a stream left capturing would fail every later CUDA
-        // call of this thread ("operation not permitted when stream is capturing").
         try {
-          g->graph.capture_end();
+          if (capturing) g->graph.capture_end();
+          restore();
+          stream.synchronize();
         } catch (...) {
         }
         throw;
       }
-      g->graph.capture_end();
     }
     stream.synchronize();
     slot = std::move(g);
