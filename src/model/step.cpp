@@ -3,6 +3,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
+#include <atomic>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -14,12 +15,23 @@
 
 #if __has_include(<ATen/cuda/CUDAGraph.h>) && __has_include(<c10/cuda/CUDAGuard.h>)
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #define OCR_STEP_CUDA_GRAPHS 1
 #endif
 
 namespace ocr {
+
+namespace {
+// Set once a memory cap is in force (cap_device_memory): graph captures then start from an empty
+// cache.
+std::atomic<bool>& memory_cap_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+[[maybe_unused]] bool memory_capped() { return memory_cap_flag().load(); }
+}  // namespace
 
 StepState make_step_state(const LoadedModel& model, int64_t n_slots, int64_t max_len, int64_t n_white) {
   const auto iopt = torch::TensorOptions().dtype(torch::kInt).device(model.device);
@@ -139,6 +151,13 @@ StepResult GraphSteps::run(int64_t B, int64_t K) {
       try {
         for (int i = 0; i < 2; ++i) body();
         restore();
+        // Under a memory cap (--max-gpu-memory), hand the cached free blocks (the warm-up's, the
+        // encoder thread's) back first: the capture allocates into its private pool, and the
+        // allocator cannot free cached blocks while a capture is under way, so it would fail.
+        if (memory_capped()) {
+          stream.synchronize();
+          c10::cuda::CUDACachingAllocator::emptyCache();
+        }
         if (!im.have_pool) {
           im.pool = at::cuda::graph_pool_handle();
           im.have_pool = true;
@@ -239,6 +258,7 @@ DeviceMemory device_memory(const torch::Device& device) {
 void cap_device_memory(const torch::Device& device, int64_t bytes) {
 #ifdef OCR_STEP_CUDA_EVENTS
   if (!device.is_cuda()) return;
+  memory_cap_flag().store(true);
   const auto m = device_memory(device);
   const int dev = device.index() < 0 ? 0 : device.index();
   const double fraction = std::min(1.0, static_cast<double>(bytes) / static_cast<double>(m.total));
