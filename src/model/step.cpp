@@ -4,6 +4,8 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -31,6 +33,19 @@ std::atomic<bool>& memory_cap_flag() {
   return flag;
 }
 [[maybe_unused]] bool memory_capped() { return memory_cap_flag().load(); }
+
+// Fault injection (GPU check of the out-of-memory recovery): OCR_FAULT_OOM="capture:N" throws
+// OutOfMemoryError inside the N-th CUDA-graph capture, with the capture open, where an allocation
+// failure of the capture would surface.
+[[maybe_unused]] void maybe_fail_capture() {
+  static const int at = [] {
+    const char* spec = std::getenv("OCR_FAULT_OOM");
+    return spec && std::strncmp(spec, "capture:", 8) == 0 ? std::atoi(spec + 8) : 0;
+  }();
+  static std::atomic<int> calls{0};
+  if (at > 0 && ++calls == at)
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory (injected by OCR_FAULT_OOM=capture:", at, ")");
+}
 }  // namespace
 
 StepState make_step_state(const LoadedModel& model, int64_t n_slots, int64_t max_len, int64_t n_white) {
@@ -166,6 +181,7 @@ StepResult GraphSteps::run(int64_t B, int64_t K) {
         // stream while this thread captures (global mode would invalidate the capture).
         g->graph.capture_begin(im.pool, cudaStreamCaptureModeThreadLocal);
         capturing = true;
+        maybe_fail_capture();
         g->logits = body();
         capturing = false;
         g->graph.capture_end();
