@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -96,6 +97,20 @@ TEST(Engine, PagesInOneBatchGiveTheSameTokensAsEachAlone) {
                                   request(page(1224, 1584, 4), "gundam", 20, "ocr")};
   const auto together = engine.run(pages);
   ASSERT_EQ(together.size(), pages.size());
+  // The run's counters (the benchmark reports them): one admission group; each token after a
+  // page's first (which the prefill chooses) is one busy row of one decoding step.
+  const EngineStats st = engine.last_stats();
+  EXPECT_EQ(st.admissions, 1);
+  int64_t rows = 0;
+  size_t longest = 0;
+  for (const auto& o : together) {
+    rows += static_cast<int64_t>(o.tokens.size()) - 1;
+    longest = std::max(longest, o.tokens.size());
+  }
+  EXPECT_EQ(st.rows, rows);
+  EXPECT_EQ(st.padded_rows, rows);  // CPU: eager steps over the busy rows only
+  EXPECT_EQ(st.steps, static_cast<int64_t>(longest) - 1);
+  EXPECT_EQ(st.graphs_captured, 0);
   for (size_t i = 0; i < pages.size(); ++i) {
     const auto alone = engine.run({pages[i]});
     EXPECT_EQ(together[i].tokens, alone[0].tokens) << "page " << i;
