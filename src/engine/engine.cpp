@@ -720,7 +720,14 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
     std::vector<int64_t> busy;
     for (int64_t s = 0; s < n_slots; ++s)
       if (slots[s].busy) busy.push_back(s);
-    if (busy.size() <= 1) throw ModelError("out of memory with a single page: " + message_of(e));
+    if (busy.size() <= 1) {
+      // One page: if graphs were on, their capture (or their private pool) is what did not fit;
+      // decode without graphs from now on (the step state was restored by the failed capture).
+      if (!graphs) throw ModelError("out of memory with a single page: " + message_of(e));
+      graphs.reset();
+      if (options.log) options.log("out of memory in a decoding step with one page: decoding without CUDA graphs from now");
+      return;
+    }
     const size_t keep = busy.size() / 2;
     for (size_t i = busy.size(); i-- > keep;) {
       Slot& sl = slots[busy[i]];
@@ -841,7 +848,12 @@ void Engine::Impl::run_slots(PageSource& source, const PageDone& done, const Tok
       throw;
     } catch (const std::exception& e) {
       if (!is_oom(e)) throw;
-      pending.reset();
+      // The step before this one completed: its tokens are already in the device-side sequences,
+      // so the host must take them too (dropping them would shift every kept page by a token).
+      if (pending) {
+        process(*pending);
+        pending.reset();
+      }
       shrink(e);
     }
   }
