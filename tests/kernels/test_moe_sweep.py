@@ -2,9 +2,12 @@
 """GPU sweep of the CUDA MoE ops (ocr::moe_topk_softmax, ocr::moe_experts) against their CPU references.
 
     OCR_OPS_LIB=build-cuda/libocr_ops.so python3 tests/kernels/test_moe_sweep.py [LIB] [--json OUT]
-        [--quick] [--no-timing] [--self-test-cpu]
+        [--quick] [--no-timing] [--only SECTIONS] [--self-test-cpu]
 
 Checks (tolerances and their reasons: tests/kernels/README.md):
+  paths   every GEMM path forced (OCR_MOE_GEMM, see GEMM_PATHS) against the CPU reference; both
+          alignment kernels (OCR_MOE_ALIGN=single|multi) bit-identical; ocr::moe_route with each
+          kernel forced (OCR_MOE_ROUTE=warp|mma) within test_decode_sweep.py's tolerances;
   router  ids identical to the CPU reference (a differing rank is accepted only as a near-tie swap:
           the CPU scores of both picks within 1e-6 relative), weights within 1e-6, bit-identical reruns;
   experts max|gpu - ref| / max|ref| <= 1e-5 (float32) or 2e-2 (bfloat16), bit-identical reruns;
@@ -249,8 +252,13 @@ def run_experts_sweep(res, dev, sync_check, quick, gen):
     return stats
 
 
+GEMM_PATHS = ("small", "medium", "wide", "stream", "stream2", "large", "large64", "large128", "large128k64",
+              "large256", "large256k64")
+
+
 def run_forced_paths(res, dev, sync_check, gen):
-    """Every GEMM path (small/medium/large/large64 tensor-core tiles, SIMT) on the same bf16 problems."""
+    """Every GEMM path (the GEMM_PATHS tensor-core tiles, SIMT) on the same bf16 problems; both
+    alignment kernels (OCR_MOE_ALIGN=single|multi) give bit-identical results."""
     stats = {"cases": 0, "max_rel_err_f32": 0.0, "max_rel_err_bf16": 0.0, "bf16_elems": 0,
              "bf16_elems_differing": 0}
     errs = {}
@@ -261,45 +269,132 @@ def run_forced_paths(res, dev, sync_check, gen):
         wgu_cpu, wd_cpu = wgu.cpu(), wd.cpu()
         x = torch.randn(n_tokens, hidden, generator=gen).to(dev, torch.bfloat16)
         w, ids = router_op(torch.randn(n_tokens, n_experts, generator=gen).to(dev), top_k, False)
-        for path in ("small", "medium", "large", "large64", "simt"):
+        for path in GEMM_PATHS + ("simt",):
             os.environ["OCR_MOE_GEMM"] = path
             try:
                 _, err = experts_case(res, dev, sync_check, stats,
                                       f"path={path} H={hidden} I={inter} E={n_experts} k={top_k} T={n_tokens}",
                                       x, w, ids, wgu, wd, wgu_cpu, wd_cpu, gen)
+                outs = {}
+                for align in ("single", "multi"):
+                    os.environ["OCR_MOE_ALIGN"] = align
+                    with no_host_sync(sync_check):
+                        outs[align] = experts_op(x, w, ids, wgu, wd)
+                res.check(f"path={path} H={hidden} T={n_tokens} align single == multi",
+                          torch.equal(outs["single"], outs["multi"]), "the two alignment kernels differ")
+            except Exception as e:  # noqa: BLE001
+                res.check(f"path={path} H={hidden} T={n_tokens} align", False, f"raised {type(e).__name__}: {e}")
             finally:
-                del os.environ["OCR_MOE_GEMM"]
+                os.environ.pop("OCR_MOE_GEMM", None)
+                os.environ.pop("OCR_MOE_ALIGN", None)
             errs[f"{path} H={hidden} T={n_tokens}"] = err
     stats["errs"] = errs
     return stats
 
 
+def run_route_paths(res, dev, sync_check, gen):
+    """ocr::moe_route with each CUDA kernel forced (OCR_MOE_ROUTE=warp|mma) against the CPU reference,
+    with the tolerances of tests/kernels/test_decode_sweep.py (fp32 logits in another summation order)."""
+    stats = {"cases": 0, "max_weight_err": 0.0}
+    atol, rtol = 2e-5, 1e-4
+    for hidden, n_experts, top_k in ((1280, 64, 6), (64, 8, 2), (40, 64, 64), (1280, 1, 1)):
+        for n_tokens in (1, 3, 65, 1027):
+            x = torch.randn(n_tokens, hidden, generator=gen).bfloat16()
+            router = (torch.randn(n_experts, hidden, generator=gen) * 0.05).bfloat16()
+            if n_experts >= 4:  # experts 1 and 3 identical: exact ties on the even rows, lower id first
+                router[3] = router[1]
+                x[::2] = router[1].float().sign().bfloat16()
+            ref_w, ref_id = torch.ops.ocr.moe_route(x, router, top_k, True)
+            scores = torch.softmax(F.linear(x.float(), router.float()), -1)
+            for kernel in ("warp", "mma"):
+                name = f"route={kernel} T={n_tokens} H={hidden} E={n_experts} k={top_k}"
+                os.environ["OCR_MOE_ROUTE"] = kernel
+                try:
+                    xd, rd = x.to(dev), router.to(dev)
+                    with no_host_sync(sync_check):
+                        w1, id1 = torch.ops.ocr.moe_route(xd, rd, top_k, True)
+                        w2, id2 = torch.ops.ocr.moe_route(xd, rd, top_k, True)
+                    w1, id1, w2, id2 = w1.cpu(), id1.cpu(), w2.cpu(), id2.cpu()
+                except Exception as e:  # noqa: BLE001
+                    res.check(name, False, f"raised {type(e).__name__}: {e}")
+                    continue
+                finally:
+                    del os.environ["OCR_MOE_ROUTE"]
+                res.check(name + " deterministic", torch.equal(w1, w2) and torch.equal(id1, id2), "reruns differ")
+                err = float((w1 - ref_w).abs().max())
+                stats["max_weight_err"] = max(stats["max_weight_err"], err)
+                w_ok = bool(((w1 - ref_w).abs() <= atol + rtol * ref_w.abs()).all())
+                ids = id1.long()
+                in_range = bool(((ids >= 0) & (ids < n_experts)).all())
+                picks = scores.gather(1, ids.clamp(0, n_experts - 1))
+                want = scores.gather(1, ref_id.long())
+                picks_ok = in_range and bool(((picks - want).abs() <= atol + rtol * want.abs()).all())
+                ties = w1[:, 1:] == w1[:, :-1]
+                tie_order = bool((ids[:, 1:] > ids[:, :-1])[ties].all())
+                res.check(name, w_ok and picks_ok and tie_order,
+                          f"max weight err {err:.3g}, picks {picks_ok}, tie order {tie_order}")
+                stats["cases"] += 1
+    return stats
+
+
 def run_error_checks(res, dev):
+    """Bad arguments raise a RuntimeError naming the op and quoting the offending values (the numbers
+    too: a build that linked a private static libstdc++ printed messages without them, or crashed)."""
     x = torch.randn(4, 64, device=dev, dtype=torch.bfloat16)
     w, ids = router_op(torch.randn(4, 8, device=dev), 2, False)
     wgu = torch.randn(8, 96, 64, device=dev, dtype=torch.bfloat16)
     wd = torch.randn(8, 64, 48, device=dev, dtype=torch.bfloat16)
-    bad = {
-        "weights on CPU": (x, w, ids, wgu.cpu(), wd),
-        "dtype mismatch": (x, w, ids, wgu.float(), wd),
-        "float16 hidden": (x.half(), w, ids, wgu.half(), wd.half()),
-        "w_down shape": (x, w, ids, wgu, wd[:, :, :40]),
-        "topk shape": (x, w[:3], ids[:3], wgu, wd),
-    }
-    for what, args in bad.items():
+    if dev == "cpu":  # the CPU reference ops (--self-test-cpu): their own messages
+        bad = {"w_down shape": ((x, w, ids, wgu, wd[:, :, :40]), "w_down [8, 64, 40]"),
+               "topk shape": ((x, w[:3], ids[:3], wgu, wd), "got [3, 2]")}
+    else:
+        bad = {
+            "weights on CPU": ((x, w, ids, wgu.cpu(), wd), "cpu"),
+            "dtype mismatch": ((x, w, ids, wgu.float(), wd), "Float"),
+            "float16 hidden": ((x.half(), w, ids, wgu.half(), wd.half()), "Half"),
+            "w_down shape": ((x, w, ids, wgu, wd[:, :, :40]), "[8, 64, 40]"),
+            "topk shape": ((x, w[:3], ids[:3], wgu, wd), "n_tokens = 4"),
+        }
+    for what, (args, quoted) in bad.items():
         try:
             experts_op(*args)
             res.check(f"error check: {what}", False, "no error raised")
         except RuntimeError as e:
-            res.check(f"error check: {what}", "moe_experts" in str(e), f"unclear message: {e}")
-    for what, args in {"float64 logits": (torch.randn(3, 8, device=dev, dtype=torch.float64), 2, False),
-                       "top_k > n_experts": (torch.randn(3, 8, device=dev), 9, False),
-                       "257 experts": (torch.randn(3, 257, device=dev), 2, False)}.items():
+            res.check(f"error check: {what}", "moe_experts" in str(e) and quoted in str(e),
+                      f"unclear message (wanted the op's name and {quoted!r}): {e}")
+    router_bad = {"float64 logits": ((torch.randn(3, 8, device=dev, dtype=torch.float64), 2, False), "Double"),
+                  "top_k > n_experts": ((torch.randn(3, 8, device=dev), 9, False), "top_k 9 out of range for 8")}
+    if dev != "cpu":  # the CPU reference takes any number of experts
+        router_bad["257 experts"] = ((torch.randn(3, 257, device=dev), 2, False), "got 257")
+    for what, (args, quoted) in router_bad.items():
         try:
             router_op(*args)
             res.check(f"error check: {what}", False, "no error raised")
         except RuntimeError as e:
-            res.check(f"error check: {what}", "moe_topk_softmax" in str(e), f"unclear message: {e}")
+            res.check(f"error check: {what}", "moe_topk_softmax" in str(e) and quoted in str(e),
+                      f"unclear message (wanted the op's name and {quoted!r}): {e}")
+
+
+def run_error_checks_isolated(res, dev, lib):
+    """run_error_checks in a child process: a crash there (it happened: SIGSEGV while formatting a
+    message) fails these checks by name instead of ending the sweep and losing the other sections."""
+    import signal
+    import subprocess
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), lib, "--errors-child"] +
+                          (["--self-test-cpu"] if dev == "cpu" else []),
+                          capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("errors-child ")), None)
+    if proc.returncode == 0 and line:
+        child = json.loads(line[len("errors-child "):])
+        res.passed += child["passed"]
+        for failure in child["failures"]:
+            name, _, detail = failure.partition(": ")
+            res.check(name, False, detail)
+        return {"passed": child["passed"], "failed": len(child["failures"])}
+    how = (f"signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+           else f"exit code {proc.returncode}")
+    res.check("error checks", False, f"the child process died ({how}); its stderr ends: {proc.stderr[-400:]}")
+    return {"passed": 0, "failed": 1, "died": how}
 
 
 def run_graph_checks(res, gen):
@@ -414,7 +509,8 @@ def kernel_breakdown(fn, calls=10):
             t = getattr(ev, "cuda_time_total", 0.0)
         if t > 0:
             name = ev.key
-            for short in ("moe_align", "moe_gemm_mma", "moe_gemm_simt", "moe_combine", "topk_softmax"):
+            for short in ("moe_align", "moe_gemm_mma", "moe_gemm_simt", "moe_combine", "topk_softmax",
+                          "moe_route"):
                 if short in name:
                     name = short + name[name.find(short) + len(short):][:40]
                     break
@@ -429,21 +525,36 @@ def run_timing(gen):
     del wgu32, wd32
     expert_bytes = (2 * inter * hidden + hidden * inter) * 2
     rows = []
-    for n_tokens in (1, 8, 64, 128, 256, 512, 1024, 4096):
+    for n_tokens in (1, 8, 64, 128, 256, 512, 1024, 4096, 14608):
         x = torch.randn(n_tokens, hidden, generator=gen).cuda().bfloat16()
         logits = torch.randn(n_tokens, n_experts, generator=gen).cuda()
         w, ids = router_op(logits, top_k, False)
         used = int(ids.unique().numel())
-        reps = 10 if n_tokens >= 4096 else 50
+        reps = 3 if n_tokens > 4096 else 10 if n_tokens >= 4096 else 50
         row = {"tokens": n_tokens, "experts_used": used}
         row["fused_us"] = round(time_graph(lambda: experts_op(x, w, ids, wgu, wd), reps), 2)
         row["fused_eager_launch_us"] = round(time_eager(lambda: experts_op(x, w, ids, wgu, wd), reps), 2)
-        for path in ("small", "medium", "large", "large64"):
+        for path in GEMM_PATHS:
             os.environ["OCR_MOE_GEMM"] = path
             try:
                 row[f"fused_{path}_us"] = round(time_graph(lambda: experts_op(x, w, ids, wgu, wd), reps), 2)
             finally:
                 del os.environ["OCR_MOE_GEMM"]
+        for align in ("single", "multi"):
+            os.environ["OCR_MOE_ALIGN"] = align
+            try:
+                row[f"fused_align_{align}_us"] = round(time_graph(lambda: experts_op(x, w, ids, wgu, wd), reps), 2)
+            finally:
+                del os.environ["OCR_MOE_ALIGN"]
+        xr = x.float().bfloat16()
+        router = (torch.randn(n_experts, hidden, generator=gen) * 0.05).cuda().bfloat16()
+        for kernel in ("warp", "mma"):
+            os.environ["OCR_MOE_ROUTE"] = kernel
+            try:
+                row[f"moe_route_{kernel}_us"] = round(
+                    time_graph(lambda: torch.ops.ocr.moe_route(xr, router, top_k, False), reps), 2)
+            finally:
+                del os.environ["OCR_MOE_ROUTE"]
         row["router_us"] = round(time_graph(lambda: router_op(logits, top_k, False), reps), 2)
         row["eager_torch_us"] = round(time_eager(lambda: eager_experts(x, w, ids, wgu, wd),
                                                  3 if n_tokens >= 4096 else 10), 2)
@@ -471,6 +582,8 @@ def main():
     ap.add_argument("--json", help="also write the JSON summary to this file")
     ap.add_argument("--quick", action="store_true", help="smaller sweep (no 4096-token cases)")
     ap.add_argument("--no-timing", action="store_true", help="skip the timing section")
+    ap.add_argument("--only", help="comma-separated sections to run (router,experts,paths,route,errors,graphs,timing)")
+    ap.add_argument("--errors-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--self-test-cpu", action="store_true",
                     help="check the harness itself: CPU op on both sides, small sizes")
     args = ap.parse_args()
@@ -479,8 +592,14 @@ def main():
     if not self_test and not torch.cuda.is_available():
         print("moe_sweep: skipped (no CUDA device)")
         return 77  # ctest SKIP_RETURN_CODE
-    torch.ops.load_library(find_lib(args.lib))
+    lib = find_lib(args.lib)
+    torch.ops.load_library(lib)
     dev = "cpu" if self_test else "cuda"
+    if args.errors_child:  # run_error_checks_isolated's child
+        child = Results()
+        run_error_checks(child, dev)
+        print("errors-child " + json.dumps({"passed": child.passed, "failures": child.failures}), flush=True)
+        return 0
     if not self_test and not torch._C._dispatch_has_kernel_for_dispatch_key("ocr::moe_experts", "CUDA"):
         print("moe_sweep: the library has no CUDA kernels (built without OCR_WITH_CUDA?)")
         print("moe_sweep: 0 passed, 1 failed")
@@ -496,12 +615,21 @@ def main():
     t_start = time.time()
     sections = [("router", lambda: run_router_sweep(res, dev, sync_check, quick, gen)),
                 ("experts", lambda: run_experts_sweep(res, dev, sync_check, quick, gen))]
-    if not self_test:
+    if self_test:
+        sections.append(("errors", lambda: run_error_checks_isolated(res, dev, lib)))
+    else:
         sections += [("paths", lambda: run_forced_paths(res, dev, sync_check, gen)),
-                     ("errors", lambda: run_error_checks(res, dev)),
+                     ("route", lambda: run_route_paths(res, dev, sync_check, gen)),
+                     ("errors", lambda: run_error_checks_isolated(res, dev, lib)),
                      ("graphs", lambda: run_graph_checks(res, gen))]
         if not args.no_timing:
             sections.append(("timing", lambda: run_timing(gen)))
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = set(wanted) - {key for key, _ in sections}
+        if unknown:
+            ap.error(f"--only: unknown or unavailable section(s): {', '.join(sorted(unknown))}")
+        sections = [(key, fn) for key, fn in sections if key in wanted]
     for key, fn in sections:
         t0 = time.time()
         try:

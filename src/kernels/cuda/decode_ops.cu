@@ -14,6 +14,9 @@
 #include <cfloat>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda/moe_common.cuh"
@@ -530,6 +533,119 @@ __global__ void __launch_bounds__(kRouteWarps * 32)
   }
 }
 
+// Many tokens (prefill), bf16, up to 64 experts: the logits are a [n_tokens, 1280] x [1280, 64]
+// GEMM, so a block takes 64 tokens and all experts on the tensor cores (mma.sync m16n8k16, fp32
+// accumulation; only the fp32 summation order differs from the reference, as in the warp kernel)
+// with a 4-stage cp.async pipeline over 32-deep k slices, instead of rereading each token's x once
+// per expert. The logits go to shared memory and each of the 16 warps runs warp_topk_softmax for
+// 4 of the tokens. Identical router rows give identical logits (same inputs to the same mma), so
+// exact ties stay exact.
+constexpr int kRouteMmaTokens = 64;   // tokens per block
+constexpr int kRouteMmaExperts = 64;  // experts per block (all of them)
+constexpr int kRouteMmaBK = 32;       // k slice per pipeline stage
+constexpr int kRouteMmaLd = kRouteMmaBK + 8;  // padded smem row: conflict-free ldmatrix
+constexpr int kRouteMmaStages = 4;
+constexpr int kRouteMmaWarps = 16;    // 4 (tokens) x 4 (experts), 16x16 outputs each
+
+struct RouteMmaSmem {
+  union {
+    struct {
+      __nv_bfloat16 a[kRouteMmaStages][kRouteMmaTokens][kRouteMmaLd];   // x slices
+      __nv_bfloat16 b[kRouteMmaStages][kRouteMmaExperts][kRouteMmaLd];  // router slices
+    } pipe;
+    float logits[kRouteMmaTokens][kRouteMmaExperts];
+  };
+};
+
+__global__ void __launch_bounds__(kRouteMmaWarps * 32)
+    moe_route_mma_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ router,
+                         float* __restrict__ topk_weights, int32_t* __restrict__ topk_ids, int n_tokens,
+                         int hidden, int n_experts, int top_k, bool renormalize) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  static_assert(kRouteMmaTokens * kRouteMmaBK / 8 + kRouteMmaExperts * kRouteMmaBK / 8 == kRouteMmaWarps * 32,
+                "one 16-byte chunk per thread per stage");
+  __shared__ __align__(16) RouteMmaSmem sm;
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int warp = tid / 32;
+  const int warp_t = warp / 4;  // tokens warp_t * 16 ...
+  const int warp_e = warp % 4;  // experts warp_e * 16 ...
+  const int token0 = blockIdx.x * kRouteMmaTokens;
+  const int k_tiles = (hidden + kRouteMmaBK - 1) / kRouteMmaBK;
+
+  // This thread's chunk of every stage: a row of x (tid < 256) or of the router, 8 columns.
+  constexpr int kChunks = kRouteMmaBK / 8;
+  const bool is_a = tid < kRouteMmaTokens * kChunks;
+  const int c = is_a ? tid : tid - kRouteMmaTokens * kChunks;
+  const int row = c / kChunks;
+  const int kc = (c % kChunks) * 8;
+  const bool row_ok = is_a ? token0 + row < n_tokens : row < n_experts;
+  const __nv_bfloat16* g_row = is_a ? x + static_cast<int64_t>(token0 + row) * hidden
+                                    : router + static_cast<int64_t>(row) * hidden;
+  auto load_stage = [&](int stage, int kt) {
+    const int k = kt * kRouteMmaBK + kc;
+    const bool ok = row_ok && k < hidden;
+    __nv_bfloat16* dst = is_a ? &sm.pipe.a[stage][row][kc] : &sm.pipe.b[stage][row][kc];
+    cp_async16(dst, ok ? g_row + k : (is_a ? x : router), ok);
+  };
+
+  float acc[2][4];
+#pragma unroll
+  for (int ni = 0; ni < 2; ++ni)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) acc[ni][q] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < kRouteMmaStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait<kRouteMmaStages - 2>();
+    __syncthreads();  // stage kt has landed everywhere; stage kt - 1 is free to refill
+    const int next = kt + kRouteMmaStages - 1;
+    if (next < k_tiles) load_stage(next % kRouteMmaStages, next);
+    cp_async_commit();
+    const int stage = kt % kRouteMmaStages;
+#pragma unroll
+    for (int ks = 0; ks < kRouteMmaBK / 16; ++ks) {
+      uint32_t a_frag[4];
+      uint32_t b_frag[4];
+      ldmatrix_x4(a_frag, &sm.pipe.a[stage][warp_t * 16 + lane % 16][ks * 16 + (lane / 16) * 8]);
+      // x4: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
+      ldmatrix_x4(b_frag, &sm.pipe.b[stage][warp_e * 16 + lane % 8 + (lane / 16) * 8]
+                                     [ks * 16 + ((lane / 8) % 2) * 8]);
+      mma_bf16_16816(acc[0], a_frag, b_frag[0], b_frag[1]);
+      mma_bf16_16816(acc[1], a_frag, b_frag[2], b_frag[3]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // every read of the pipeline buffers is done before the logits overwrite them
+#pragma unroll
+  for (int ni = 0; ni < 2; ++ni)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int t = warp_t * 16 + lane / 4 + (q / 2) * 8;
+      const int e = warp_e * 16 + ni * 8 + (lane % 4) * 2 + q % 2;
+      sm.logits[t][e] = acc[ni][q];
+    }
+  __syncthreads();
+  for (int t = warp; t < kRouteMmaTokens; t += kRouteMmaWarps) {
+    if (token0 + t >= n_tokens) break;
+    const int64_t token = token0 + t;
+    warp_topk_softmax(sm.logits[t], topk_weights + token * top_k, topk_ids + token * top_k, n_experts,
+                      top_k, renormalize);
+  }
+#else
+  __trap();  // built only for sm_80+; the host side never launches it on older devices
+#endif
+}
+
+// OCR_MOE_ROUTE=warp|mma forces a kernel (tests and tuning); auto: the tensor-core kernel from
+// kRouteMmaMinTokens tokens on (where the warp kernel rereads x once per expert from L2); unset:
+// the warp kernel, until H200 timings pick the tensor-core one.
+constexpr int64_t kRouteMmaMinTokens = 1024;
+
 std::tuple<at::Tensor, at::Tensor> moe_route_cuda(const at::Tensor& x_in,
                                                   const at::Tensor& router_in, int64_t top_k,
                                                   bool renormalize) {
@@ -552,6 +668,24 @@ std::tuple<at::Tensor, at::Tensor> moe_route_cuda(const at::Tensor& x_in,
     constexpr int kWide = kVecBytes / static_cast<int>(sizeof(T));
     const bool wide = hidden % kWide == 0 && aligned(x.data_ptr(), kVecBytes) &&
                       aligned(router.data_ptr(), kVecBytes);
+    // bf16 with up to 64 experts and many tokens: the tensor-core kernel (OCR_MOE_ROUTE overrides).
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      const char* force = std::getenv("OCR_MOE_ROUTE");
+      const bool mma_ok = at::cuda::getDeviceProperties(x.get_device())->major >= 8 && hidden % 8 == 0 &&
+                          n_experts <= kRouteMmaExperts && aligned(x.data_ptr(), kVecBytes) &&
+                          aligned(router.data_ptr(), kVecBytes);
+      const bool want_mma = force != nullptr && (std::strcmp(force, "mma") == 0 ||
+                                                 (std::strcmp(force, "auto") == 0 && n_tokens >= kRouteMmaMinTokens));
+      if (mma_ok && want_mma) {
+        moe_route_mma_kernel<<<static_cast<unsigned>(ceil_div(n_tokens, kRouteMmaTokens)), kRouteMmaWarps * 32, 0,
+                               stream>>>(ptr<T>(x), ptr<T>(router), weights.data_ptr<float>(),
+                                         ids.data_ptr<int32_t>(), static_cast<int>(n_tokens),
+                                         static_cast<int>(hidden), static_cast<int>(n_experts),
+                                         static_cast<int>(top_k), renormalize);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+    }
     // Several tokens per block share each router row load once there are blocks enough to fill the
     // GPU.
     const bool many = n_tokens >= 1024;

@@ -102,12 +102,84 @@ struct Large64GateUp {
 struct Large64Down {
   static constexpr int kBM = 64, kBN = 64, kBK = 64, kWM = 2, kWN = 2, kWK = 1, kStages = 3;
 };
+// Wide (decode, m ~ 8..40): medium's 32-row tiles with 4x wider column tiles (gate_up 64 columns
+// = 128 weight rows, down 128), so the gathered A rows are reread from L2 a quarter as often (at
+// 32-wide column tiles the A traffic equals the weight traffic); 64-deep stages, 4 stages = 92 KB:
+// 2 blocks per SM with 2-3 stages (64-96 KB of weights) in flight per SM.
+struct WideGateUp {
+  static constexpr int kBM = 32, kBN = 64, kBK = 64, kWM = 2, kWN = 2, kWK = 1, kStages = 4;
+};
+struct WideDown {
+  static constexpr int kBM = 32, kBN = 128, kBK = 64, kWM = 2, kWN = 2, kWK = 1, kStages = 4;
+};
+static_assert(WideGateUp::kBM == WideDown::kBM, "both GEMMs of a configuration share one tile map");
+// Stream (decode): wide's tiles in the persistent streaming kernel (moe_gemm_stream_kernel), one
+// block per SM with 8 stages (184 KB): 7 stages = 112 KB of weights in flight per SM at all times.
+// Stream2: two blocks per SM with 4 stages each (92 KB).
+struct StreamGateUp {
+  static constexpr int kBM = 32, kBN = 64, kBK = 64, kWM = 2, kWN = 2, kStages = 8, kBlocksPerSm = 1;
+};
+struct StreamDown {
+  static constexpr int kBM = 32, kBN = 128, kBK = 64, kWM = 2, kWN = 2, kStages = 8, kBlocksPerSm = 1;
+};
+struct Stream2GateUp {
+  static constexpr int kBM = 32, kBN = 64, kBK = 64, kWM = 2, kWN = 2, kStages = 4, kBlocksPerSm = 2;
+};
+struct Stream2Down {
+  static constexpr int kBM = 32, kBN = 128, kBK = 64, kWM = 2, kWN = 2, kStages = 4, kBlocksPerSm = 2;
+};
+static_assert(StreamGateUp::kBM == StreamDown::kBM && Stream2GateUp::kBM == Stream2Down::kBM,
+              "both GEMMs of a configuration share one tile map");
+// Large128 (prefill, m >= ~100 rows per expert): 128-row tiles, 4 warps of 64x64 outputs each
+// (gate_up: 64 rows x 32 columns of gate and of up), the warp tile that keeps ldmatrix traffic at
+// a quarter of the mma rate; 4 stages of 32-deep slices, 80 KB of smem: 2 blocks per SM.
+// Large128k64: the same with 64-deep slices and 3 stages (110 KB: still 2 blocks per SM), half
+// the barriers per k.
+struct Large128GateUp {
+  static constexpr int kBM = 128, kBN = 64, kBK = 32, kWM = 2, kWN = 2, kWK = 1, kStages = 4;
+};
+struct Large128Down {
+  static constexpr int kBM = 128, kBN = 128, kBK = 32, kWM = 2, kWN = 2, kWK = 1, kStages = 4;
+};
+struct Large128k64GateUp {
+  static constexpr int kBM = 128, kBN = 64, kBK = 64, kWM = 2, kWN = 2, kWK = 1, kStages = 3;
+};
+struct Large128k64Down {
+  static constexpr int kBM = 128, kBN = 128, kBK = 64, kWM = 2, kWN = 2, kWK = 1, kStages = 3;
+};
+// Large256: 128 x 256 tiles (gate_up 128 columns = 256 weight rows), 8 warps of 64x64, 4 stages
+// of 32 (123 KB, 1 block per SM): 85 FLOP per byte moved from L2 into the SM (large128: 64, the
+// 64x64 tiles: 32), for when L2 bandwidth rather than the tensor cores bounds the prefill.
+struct Large256GateUp {
+  static constexpr int kBM = 128, kBN = 128, kBK = 32, kWM = 2, kWN = 4, kWK = 1, kStages = 4;
+};
+struct Large256Down {
+  static constexpr int kBM = 128, kBN = 256, kBK = 32, kWM = 2, kWN = 4, kWK = 1, kStages = 4;
+};
+// Large256k64: the same with 64-deep slices and 3 stages (166 KB), half the barriers per k.
+struct Large256k64GateUp {
+  static constexpr int kBM = 128, kBN = 128, kBK = 64, kWM = 2, kWN = 4, kWK = 1, kStages = 3;
+};
+struct Large256k64Down {
+  static constexpr int kBM = 128, kBN = 256, kBK = 64, kWM = 2, kWN = 4, kWK = 1, kStages = 3;
+};
+static_assert(Large256GateUp::kBM == Large256Down::kBM && Large256k64GateUp::kBM == Large256k64Down::kBM,
+              "both GEMMs of a configuration share one tile map");
+static_assert(Large128GateUp::kBM == Large128Down::kBM && Large128k64GateUp::kBM == Large128k64Down::kBM,
+              "both GEMMs of a configuration share one tile map");
 static_assert(SmallGateUp::kBM == SmallDown::kBM && MediumGateUp::kBM == MediumDown::kBM &&
                   LargeGateUp::kBM == LargeDown::kBM && Large64GateUp::kBM == Large64Down::kBM,
               "both GEMMs of a configuration share one tile map");
-constexpr int kSmallMaxRows = 16;   // mean rows per expert up to which the small tiles are used
-constexpr int kMediumMaxRows = 28;  // ... the medium tiles
-constexpr int kLarge64MaxRows = 96; // ... the 64-deep large tiles; above, the 32-deep ones
+// Mean rows per expert up to which each path is the default (H200, hidden 1280, inter 896, 64
+// experts, top-6; us per call, default before -> now, tests/bench/results/2026-11-29-h200-session5.json):
+//   small      <= 8   (64 tokens: small 147, stream2 152)
+//   stream2    <= 36  (128 tokens: small 164 -> 157; 256 tokens, a 256-row decoding step: medium 209 -> 162)
+//   large64    <= 72  (512 tokens: large64 217, stream2 252, large256k64 300)
+//   large256k64 above (1024 tokens: large64 379 -> 323; 4096: large 1153 -> 968; 14608: 3824 -> 3067)
+// medium, wide, stream, large, large128, large128k64 and large256 stay available (OCR_MOE_GEMM).
+constexpr int kSmallMaxRows = 8;
+constexpr int kStream2MaxRows = 36;
+constexpr int kLarge64MaxRows = 72;
 
 // Raises a kernel's dynamic shared-memory limit once per device (a host-side attribute, no sync).
 template <typename Kernel>
@@ -131,6 +203,21 @@ void launch_mma_gemm(const MoeGemmParams<__nv_bfloat16>& p, int64_t max_tiles, i
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+template <typename Cfg, bool kGateUp>
+void launch_stream_gemm(const MoeGemmParams<__nv_bfloat16>& p, int64_t max_tiles, int device, int n_sms,
+                        cudaStream_t stream) {
+  using Tile = MmaTile<Cfg::kBM, Cfg::kBN, Cfg::kBK, Cfg::kWM, Cfg::kWN, 1, Cfg::kStages, kGateUp>;
+  auto kernel = moe_gemm_stream_kernel<Cfg::kBM, Cfg::kBN, Cfg::kBK, Cfg::kWM, Cfg::kWN, Cfg::kStages, kGateUp>;
+  static std::atomic<uint64_t> smem_done{0};
+  if (Tile::kSmemBytes > 48 * 1024) allow_smem(kernel, Tile::kSmemBytes, device, smem_done);
+  // Persistent: as many blocks as fit at once, never more than the work items can use.
+  const int64_t max_items = max_tiles * ((p.N + Cfg::kBN - 1) / Cfg::kBN);
+  const auto blocks = static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>(max_items, int64_t{n_sms} * Cfg::kBlocksPerSm)));
+  kernel<<<blocks, Tile::kThreads, Tile::kSmemBytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 template <typename T, bool kGateUp>
 void launch_simt_gemm(const MoeGemmParams<T>& p, int64_t max_tiles, cudaStream_t stream) {
   const dim3 grid((p.N + kSimtBN - 1) / kSimtBN, static_cast<unsigned>(std::min<int64_t>(max_tiles, 65535)));
@@ -138,9 +225,12 @@ void launch_simt_gemm(const MoeGemmParams<T>& p, int64_t max_tiles, cudaStream_t
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-enum class GemmPath { kSimt, kMmaSmall, kMmaMedium, kMmaLarge, kMmaLarge64 };
+enum class GemmPath { kSimt, kMmaSmall, kMmaMedium, kMmaLarge, kMmaLarge64, kMmaLarge128, kMmaLarge128k64,
+                      kMmaWide, kMmaStream, kMmaStream2, kMmaLarge256,
+                      kMmaLarge256k64 };
 
-// OCR_MOE_GEMM=simt|small|medium|large|large64 forces a path (tests and tuning).
+// OCR_MOE_GEMM=simt|small|medium|wide|stream|stream2|large|large64|large128|large128k64|large256|large256k64
+// forces a path (tests and tuning).
 GemmPath choose_path(bool mma_ok, int64_t n_slots, int64_t n_experts) {
   if (!mma_ok) return GemmPath::kSimt;
   if (const char* force = std::getenv("OCR_MOE_GEMM")) {
@@ -149,11 +239,18 @@ GemmPath choose_path(bool mma_ok, int64_t n_slots, int64_t n_experts) {
     if (std::strcmp(force, "medium") == 0) return GemmPath::kMmaMedium;
     if (std::strcmp(force, "large") == 0) return GemmPath::kMmaLarge;
     if (std::strcmp(force, "large64") == 0) return GemmPath::kMmaLarge64;
+    if (std::strcmp(force, "wide") == 0) return GemmPath::kMmaWide;
+    if (std::strcmp(force, "stream") == 0) return GemmPath::kMmaStream;
+    if (std::strcmp(force, "stream2") == 0) return GemmPath::kMmaStream2;
+    if (std::strcmp(force, "large256") == 0) return GemmPath::kMmaLarge256;
+    if (std::strcmp(force, "large256k64") == 0) return GemmPath::kMmaLarge256k64;
+    if (std::strcmp(force, "large128") == 0) return GemmPath::kMmaLarge128;
+    if (std::strcmp(force, "large128k64") == 0) return GemmPath::kMmaLarge128k64;
   }
   if (n_slots <= kSmallMaxRows * n_experts) return GemmPath::kMmaSmall;
-  if (n_slots <= kMediumMaxRows * n_experts) return GemmPath::kMmaMedium;
+  if (n_slots <= kStream2MaxRows * n_experts) return GemmPath::kMmaStream2;
   if (n_slots <= kLarge64MaxRows * n_experts) return GemmPath::kMmaLarge64;
-  return GemmPath::kMmaLarge;
+  return GemmPath::kMmaLarge256k64;
 }
 
 int tile_rows_of(GemmPath path) {
@@ -162,6 +259,13 @@ int tile_rows_of(GemmPath path) {
     case GemmPath::kMmaMedium: return MediumGateUp::kBM;
     case GemmPath::kMmaLarge: return LargeGateUp::kBM;
     case GemmPath::kMmaLarge64: return Large64GateUp::kBM;
+    case GemmPath::kMmaWide: return WideGateUp::kBM;
+    case GemmPath::kMmaStream: return StreamGateUp::kBM;
+    case GemmPath::kMmaStream2: return Stream2GateUp::kBM;
+    case GemmPath::kMmaLarge256: return Large256GateUp::kBM;
+    case GemmPath::kMmaLarge256k64: return Large256k64GateUp::kBM;
+    case GemmPath::kMmaLarge128: return Large128GateUp::kBM;
+    case GemmPath::kMmaLarge128k64: return Large128k64GateUp::kBM;
     case GemmPath::kSimt: break;
   }
   return kSimtBM;
@@ -182,11 +286,14 @@ void run_experts(const at::Tensor& x, const at::Tensor& weights, const at::Tenso
   const int device = x.get_device();
   const auto stream = at::cuda::getCurrentCUDAStream();
 
-  // One int32 workspace: sorted_slots [n_slots], tile map 3 x [max_tiles], n_tiles [1].
-  auto ws = at::empty({n_slots + 3 * max_tiles + 1}, x.options().dtype(at::kInt));
+  // One int32 workspace: sorted_slots [n_slots], tile map 3 x [max_tiles], n_tiles [1], the
+  // alignment's chunk counts [moe_align_chunks(n_slots), n_experts].
+  const int64_t n_counts = moe_align_chunks(n_slots) * n_experts;
+  auto ws = at::empty({n_slots + 3 * max_tiles + 1 + n_counts}, x.options().dtype(at::kInt));
   int32_t* ws_ptr = ws.data_ptr<int32_t>();
   MoeAlignment align{ws_ptr, ws_ptr + n_slots, ws_ptr + n_slots + max_tiles,
-                     ws_ptr + n_slots + 2 * max_tiles, ws_ptr + n_slots + 3 * max_tiles};
+                     ws_ptr + n_slots + 2 * max_tiles, ws_ptr + n_slots + 3 * max_tiles,
+                     ws_ptr + n_slots + 3 * max_tiles + 1};
   launch_moe_align(ids.data_ptr<int32_t>(), n_slots, n_experts, tile_m, align, stream);
 
   auto act = at::empty({n_slots, inter}, x.options());   // [n_slots, inter], rows in sorted order
@@ -213,6 +320,30 @@ void run_experts(const at::Tensor& x, const at::Tensor& weights, const at::Tenso
     } else if (path == GemmPath::kMmaLarge64) {
       launch_mma_gemm<Large64GateUp, true>(gate_up, max_tiles, device, stream);
       launch_mma_gemm<Large64Down, false>(down, max_tiles, device, stream);
+    } else if (path == GemmPath::kMmaWide) {
+      launch_mma_gemm<WideGateUp, true>(gate_up, max_tiles, device, stream);
+      launch_mma_gemm<WideDown, false>(down, max_tiles, device, stream);
+    } else if (path == GemmPath::kMmaStream || path == GemmPath::kMmaStream2) {
+      const int n_sms = at::cuda::getDeviceProperties(device)->multiProcessorCount;
+      if (path == GemmPath::kMmaStream) {
+        launch_stream_gemm<StreamGateUp, true>(gate_up, max_tiles, device, n_sms, stream);
+        launch_stream_gemm<StreamDown, false>(down, max_tiles, device, n_sms, stream);
+      } else {
+        launch_stream_gemm<Stream2GateUp, true>(gate_up, max_tiles, device, n_sms, stream);
+        launch_stream_gemm<Stream2Down, false>(down, max_tiles, device, n_sms, stream);
+      }
+    } else if (path == GemmPath::kMmaLarge256) {
+      launch_mma_gemm<Large256GateUp, true>(gate_up, max_tiles, device, stream);
+      launch_mma_gemm<Large256Down, false>(down, max_tiles, device, stream);
+    } else if (path == GemmPath::kMmaLarge256k64) {
+      launch_mma_gemm<Large256k64GateUp, true>(gate_up, max_tiles, device, stream);
+      launch_mma_gemm<Large256k64Down, false>(down, max_tiles, device, stream);
+    } else if (path == GemmPath::kMmaLarge128) {
+      launch_mma_gemm<Large128GateUp, true>(gate_up, max_tiles, device, stream);
+      launch_mma_gemm<Large128Down, false>(down, max_tiles, device, stream);
+    } else if (path == GemmPath::kMmaLarge128k64) {
+      launch_mma_gemm<Large128k64GateUp, true>(gate_up, max_tiles, device, stream);
+      launch_mma_gemm<Large128k64Down, false>(down, max_tiles, device, stream);
     }
   }
   if (path == GemmPath::kSimt) {
